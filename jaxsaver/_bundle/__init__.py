@@ -1,0 +1,1 @@
+"""Tensor bundles: TensorFlow's V2 checkpoint files (writer, reader, merge)."""

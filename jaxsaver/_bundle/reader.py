@@ -1,0 +1,555 @@
+"""``BundleReader``: lazy, checksum-verified reads of tensors and slices from a tensor bundle."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from jaxsaver import tensor_bundle_pb2, types_pb2
+from jaxsaver._bundle.writer import _display, _extents_of, encode_name, format_extents
+from jaxsaver._errors import (
+    CheckpointNotFoundError,
+    DataLossError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnimplementedError,
+)
+from jaxsaver._format import dtypes
+from jaxsaver._format.crc import crc32c, mask
+from jaxsaver._format.slices import (
+    Extent,
+    SliceError,
+    encode_slice_key,
+    intersect,
+    resolve_extents,
+    slice_from_index,
+    slice_from_proto,
+)
+from jaxsaver._format.table import TableError, TableReader
+from jaxsaver._format.tensors import HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
+from jaxsaver._storage import LocalStore, Store, resolve
+
+__all__ = ["BundleReader", "TensorInfo"]
+
+# Partial reads issue one ranged read per contiguous run; below this run size a single read of
+# the bounding range is cheaper than many small ones.
+_MIN_RUN_BYTES = 1 << 16
+_MAX_RUNS = 4096
+
+
+class TensorInfo:
+    """What the index says about one tensor (cheap; no data is read)."""
+
+    __slots__ = ("name", "dtype_code", "shape", "entry")
+
+    def __init__(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> None:
+        self.name = name
+        self.entry = entry
+        self.dtype_code = entry.dtype
+        self.shape = tuple(d.size for d in entry.shape.dim)
+
+    @property
+    def is_sliced(self) -> bool:
+        return len(self.entry.slices) > 0
+
+
+def _decode_key(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+class BundleReader:
+    """Reads a tensor bundle lazily; only the index is read when it is opened.
+
+    Full reads verify the stored CRC32C; partial reads (``get_slice`` of part of a stored
+    tensor) read only the bytes they need and therefore cannot verify it.
+
+    Args:
+        prefix: the checkpoint prefix (not ``prefix.index``), a local path or URL.
+        storage: optional storage override.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from jaxsaver import BundleWriter
+        >>> prefix = os.path.join(tempfile.mkdtemp(), "model")
+        >>> with BundleWriter(prefix) as w:
+        ...     w.add("w", np.arange(6, dtype=np.int32).reshape(2, 3))
+        >>> with BundleReader(prefix) as r:
+        ...     r.keys(), r.shape("w"), r.get_slice("w", (slice(None), 1)).tolist()
+        (['w'], (2, 3), [1, 4])
+    """
+
+    def __init__(self, prefix: Any, *, storage: Any = None) -> None:
+        self._store, self._prefix = resolve(prefix, storage)
+        self._index_key = f"{self._prefix}.index"
+        self._fds: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            data = self._store.read(self._index_key)
+        except CheckpointNotFoundError:
+            raise CheckpointNotFoundError(self._missing_message()) from None
+        try:
+            self._table = TableReader(data)
+            header_bytes = self._table.get(HEADER_KEY)
+        except TableError as err:
+            raise DataLossError(f"{self._url(self._index_key)}: corrupt index: {err}") from None
+        if header_bytes is None:
+            raise DataLossError(f"{self._url(self._index_key)}: corrupt index: no bundle header")
+        header = tensor_bundle_pb2.BundleHeaderProto()
+        try:
+            header.ParseFromString(header_bytes)
+        except Exception:
+            raise DataLossError(f"{self._url(self._index_key)}: corrupt bundle header") from None
+        if header.num_shards < 1:
+            raise DataLossError(f"{self._url(self._index_key)}: bad num_shards {header.num_shards} in header")
+        if header.endianness not in (0, 1):
+            raise DataLossError(f"{self._url(self._index_key)}: bad endianness {header.endianness} in header")
+        version = header.version
+        if version.min_consumer > 1 or 1 in version.bad_consumers:
+            raise UnimplementedError(
+                f"{self._url(self._index_key)}: checkpoint format version {version.producer} "
+                f"(min consumer {version.min_consumer}) is newer than this reader supports"
+            )
+        self.num_shards = header.num_shards
+        self.big_endian = header.endianness == 1
+        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _url(self, key: str) -> str:
+        return self._store.url(key)
+
+    def _missing_message(self) -> str:
+        url = self._url(self._prefix)
+        if self._prefix.endswith(".index"):
+            return (
+                f"{url}: not found. Pass the checkpoint prefix without '.index', "
+                f"e.g. {self._url(self._prefix[: -len('.index')])!r}"
+            )
+        if self._store.exists(self._prefix):
+            return f"{url} is a file but not a V2 checkpoint prefix: V1 checkpoints are not supported"
+        return f"Unsuccessful TensorSliceReader constructor: Failed to find any matching files for {url}"
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the data files kept open for reading."""
+        import os
+
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            self._closed = True
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    # ------------------------------------------------------------------ metadata
+
+    def _entry(self, key: bytes) -> tensor_bundle_pb2.BundleEntryProto | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            try:
+                value = self._table.get(key)
+            except TableError as err:
+                raise DataLossError(f"{self._url(self._index_key)}: corrupt index: {err}") from None
+            if value is None:
+                return None
+            entry = self._parse_entry(key, value)
+            self._entries[key] = entry
+        return entry
+
+    def _parse_entry(self, key: bytes, value: bytes) -> tensor_bundle_pb2.BundleEntryProto:
+        entry = tensor_bundle_pb2.BundleEntryProto()
+        try:
+            entry.ParseFromString(value)
+        except Exception:
+            raise DataLossError(
+                f"{self._url(self._index_key)}: corrupt entry for {_display(key)!r}"
+            ) from None
+        for dim in entry.shape.dim:
+            if dim.size < 0:
+                raise DataLossError(
+                    f"{self._url(self._index_key)}: entry {_display(key)!r} has a negative dimension {dim.size}"
+                )
+        return entry
+
+    def _iter_entries(self) -> Iterator[tuple[bytes, tensor_bundle_pb2.BundleEntryProto]]:
+        try:
+            for key, value in self._table.items():
+                if key == HEADER_KEY:
+                    continue
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._parse_entry(key, value)
+                yield key, entry
+        except TableError as err:
+            raise DataLossError(f"{self._url(self._index_key)}: corrupt index: {err}") from None
+
+    def raw_keys(self) -> list[str]:
+        """Every key in the index except the header, slice keys included (``debug_string`` order)."""
+        return [_decode_key(k) for k, _ in self._iter_entries()]
+
+    def infos(self) -> Iterator[TensorInfo]:
+        """A :class:`TensorInfo` per tensor; the keys of stored slices are hidden (as TF does:
+        a key is hidden when a partitioned tensor's entry lists it)."""
+        entries = list(self._iter_entries())
+        hidden = set()
+        for key, entry in entries:
+            for proto in entry.slices:
+                try:
+                    hidden.add(encode_slice_key(key, slice_from_proto(proto)))
+                except SliceError:
+                    continue
+        for key, entry in entries:
+            if key not in hidden:
+                yield TensorInfo(_decode_key(key), entry)
+
+    def keys(self) -> list[str]:
+        """Tensor names in key order (slice keys hidden)."""
+        return [info.name for info in self.infos()]
+
+    def __contains__(self, name: str | bytes) -> bool:
+        return self.has_tensor(name)
+
+    def has_tensor(self, name: str | bytes) -> bool:
+        key = encode_name(name)
+        return key != HEADER_KEY and self._entry(key) is not None
+
+    def info(self, name: str | bytes) -> TensorInfo:
+        key = encode_name(name)
+        entry = self._entry(key) if key != HEADER_KEY else None
+        if entry is None:
+            raise NotFoundError(f"Key {_display(key)} not found in checkpoint")
+        return TensorInfo(_decode_key(key), entry)
+
+    def dtype(self, name: str | bytes) -> np.dtype:
+        """The stored tensor's numpy dtype (object for DT_STRING)."""
+        info = self.info(name)
+        return self._numpy_dtype(info)
+
+    def dtype_code(self, name: str | bytes) -> int:
+        return self.info(name).dtype_code
+
+    def shape(self, name: str | bytes) -> tuple[int, ...]:
+        """The full tensor's shape (for sliced tensors too)."""
+        return self.info(name).shape
+
+    def _numpy_dtype(self, info: TensorInfo) -> np.dtype:
+        code = info.dtype_code
+        if code in (types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE):
+            raise UnimplementedError(
+                f"tensor {info.name!r} has dtype {dtypes.name_of(code)}, which jaxsaver cannot decode"
+            )
+        try:
+            return dtypes.to_numpy(code)
+        except dtypes.UnsupportedDtype:
+            raise DataLossError(
+                f"{self._url(self._index_key)}: tensor {info.name!r} has unknown dtype code {code}"
+            ) from None
+
+    # ------------------------------------------------------------------ data access
+
+    def _data_key(self, shard_id: int) -> str:
+        return data_filename(self._prefix, shard_id, self.num_shards)
+
+    def _data_size(self, shard_id: int) -> int:
+        size = self._sizes.get(shard_id)
+        if size is None:
+            key = self._data_key(shard_id)
+            try:
+                size = self._store.size(key)
+            except CheckpointNotFoundError:
+                raise CheckpointNotFoundError(
+                    f"{self._url(key)}: data file of checkpoint {self._url(self._prefix)} is missing"
+                ) from None
+            self._sizes[shard_id] = size
+        return size
+
+    def _read_into(self, shard_id: int, offset: int, out: memoryview) -> None:
+        if not out.nbytes:
+            return
+        key = self._data_key(shard_id)
+        if isinstance(self._store, LocalStore):
+            import os
+
+            with self._lock:
+                if self._closed:
+                    raise InvalidArgumentError(f"reader for {self._url(self._prefix)} is closed")
+                fd = self._fds.get(shard_id)
+                if fd is None:
+                    try:
+                        fd = os.open(key, os.O_RDONLY)
+                    except FileNotFoundError:
+                        raise CheckpointNotFoundError(f"{key}: data file is missing") from None
+                    self._fds[shard_id] = fd
+            LocalStore.read_into_fd(fd, key, offset, out)
+        else:
+            self._store.read_into(key, offset, out)
+
+    def _check_extent(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> None:
+        if entry.shard_id < 0 or entry.shard_id >= self.num_shards:
+            raise DataLossError(
+                f"{self._url(self._index_key)}: tensor {name!r} is in shard {entry.shard_id}, "
+                f"but the checkpoint has {self.num_shards}"
+            )
+        if entry.offset < 0 or entry.size < 0:
+            raise DataLossError(f"{self._url(self._index_key)}: tensor {name!r} has a negative offset or size")
+        file_size = self._data_size(entry.shard_id)
+        if entry.offset + entry.size > file_size:
+            raise DataLossError(
+                f"{self._url(self._data_key(entry.shard_id))}: tensor {name!r} needs bytes "
+                f"[{entry.offset}, {entry.offset + entry.size}) but the file has {file_size}: truncated"
+            )
+
+    def _expected_nbytes(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto, dtype: np.dtype) -> int:
+        shape = tuple(d.size for d in entry.shape.dim)
+        nbytes = num_elements(shape) * dtype.itemsize
+        if entry.size != nbytes:
+            raise DataLossError(
+                f"{self._url(self._index_key)}: Invalid size in bundle entry: key {name!r}; stored size "
+                f"{entry.size}; expected size {nbytes}"
+            )
+        return nbytes
+
+    def _host_dtype(self, dtype: np.dtype) -> np.dtype:
+        return dtype.newbyteorder(">") if self.big_endian and dtype.itemsize > 1 else dtype
+
+    def _read_whole(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto, dtype: np.dtype,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Reads and CRC-checks one stored (unsliced) entry."""
+        shape = tuple(d.size for d in entry.shape.dim)
+        self._check_extent(name, entry)
+        if entry.dtype == types_pb2.DT_STRING:
+            raw = np.empty(entry.size, dtype=np.uint8)
+            self._read_into(entry.shard_id, entry.offset, memoryview(raw))
+            try:
+                array, crc = decode_strings(raw.tobytes(), shape, self.big_endian)
+            except TensorError as err:
+                raise DataLossError(
+                    f"{self._url(self._data_key(entry.shard_id))}: tensor {name!r}: {err}"
+                ) from None
+            self._check_crc(name, entry, crc)
+            if out is not None:
+                out[...] = array
+                return out
+            return array
+        self._expected_nbytes(name, entry, dtype)
+        if out is None:
+            out = np.empty(shape, dtype=self._host_dtype(dtype))
+        self._read_into(entry.shard_id, entry.offset, memoryview(out.reshape(-1).view(np.uint8)))
+        self._check_crc(name, entry, mask(crc32c(out.reshape(-1).view(np.uint8))))
+        if self.big_endian and dtype.itemsize > 1:
+            out = out.astype(dtype)
+        return out
+
+    def _check_crc(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto, actual: int) -> None:
+        if actual != entry.crc32c:
+            raise DataLossError(
+                f"{self._url(self._data_key(entry.shard_id))}: checksum does not match for tensor "
+                f"{name!r}: stored {entry.crc32c:#010x}, calculated {actual:#010x}"
+            )
+
+    def _read_part(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto, dtype: np.dtype,
+                   stored_shape: tuple[int, ...], part: tuple[Extent, ...]) -> np.ndarray:
+        """Reads ``part`` (resolved extents relative to the stored entry) without the CRC check."""
+        if all(start == 0 and length == dim for (start, length), dim in zip(part, stored_shape)):
+            return self._read_whole(name, entry, dtype)
+        if entry.dtype == types_pb2.DT_STRING:
+            whole = self._read_whole(name, entry, dtype)
+            return whole[tuple(slice(s, s + n) for s, n in part)]
+        self._check_extent(name, entry)
+        self._expected_nbytes(name, entry, dtype)
+        hdtype = self._host_dtype(dtype)
+        itemsize = dtype.itemsize
+        out = np.empty(tuple(n for _, n in part), dtype=hdtype)
+        if out.size == 0:
+            return out.astype(dtype)
+        rank = len(stored_shape)
+        # Innermost axes taken whole form one contiguous run per index of the outer axes.
+        k = rank
+        while k > 0 and part[k - 1] == (0, stored_shape[k - 1]):
+            k -= 1
+        if k == 0:
+            return self._read_whole(name, entry, dtype)
+        strides = [itemsize] * rank
+        for axis in range(rank - 2, -1, -1):
+            strides[axis] = strides[axis + 1] * stored_shape[axis + 1]
+        run_bytes = part[k - 1][1] * strides[k - 1]
+        outer = [range(s, s + n) for s, n in part[: k - 1]]
+        num_runs = num_elements([n for _, n in part[: k - 1]])
+        flat = out.reshape(-1).view(np.uint8)
+        base = sum(start * stride for (start, _), stride in zip(part, strides))
+        if run_bytes < _MIN_RUN_BYTES and num_runs > 1 or num_runs > _MAX_RUNS:
+            # One read of the bounding range, then a strided copy.
+            first = base
+            last = sum((s + n - 1) * stride for (s, n), stride in zip(part, strides)) + itemsize
+            span = np.empty(last - first, dtype=np.uint8)
+            self._read_into(entry.shard_id, entry.offset + first, memoryview(span))
+            view = np.lib.stride_tricks.as_strided(
+                span.view(hdtype) if span.size % itemsize == 0 else span[: span.size - span.size % itemsize].view(hdtype),
+                shape=tuple(n for _, n in part),
+                strides=tuple(strides),
+            )
+            out[...] = view
+        else:
+            pos = 0
+            for idx in np.ndindex(*[len(r) for r in outer]) if outer else [()]:
+                offset = base + sum((i) * stride for i, stride in zip(idx, strides))
+                self._read_into(entry.shard_id, entry.offset + offset, memoryview(flat[pos : pos + run_bytes]))
+                pos += run_bytes
+        return out.astype(dtype) if hdtype != dtype else out
+
+    def _resolve_request(self, info: TensorInfo, spec: Any) -> tuple[tuple[Extent, ...], tuple[int, ...]]:
+        try:
+            if isinstance(spec, str):
+                extents = _extents_of(info.shape, spec)
+                squeeze: tuple[int, ...] = ()
+            elif isinstance(spec, tuple) and spec and all(
+                isinstance(e, tuple) and len(e) == 2 for e in spec
+            ) and len(spec) == len(info.shape):
+                extents, squeeze = _extents_of(info.shape, spec), ()
+            else:
+                extents, squeeze = slice_from_index(info.shape, spec)
+        except SliceError as err:
+            raise InvalidArgumentError(f"tensor {info.name!r}: {err}") from None
+        return resolve_extents(info.shape, extents), squeeze
+
+    def get_tensor(self, name: str | bytes) -> np.ndarray:
+        """The whole tensor, CRC-checked (sliced tensors are reassembled)."""
+        info = self.info(name)
+        dtype = self._numpy_dtype(info)
+        if info.is_sliced:
+            return self._assemble(info, dtype, resolve_extents(info.shape, [(0, -1)] * len(info.shape)))
+        return self._read_whole(info.name, info.entry, dtype)
+
+    def read_into(self, name: str | bytes, out: np.ndarray) -> np.ndarray:
+        """Reads the whole tensor into a preallocated, C-contiguous array of its shape and dtype."""
+        info = self.info(name)
+        dtype = self._numpy_dtype(info)
+        if tuple(out.shape) != info.shape or out.dtype != dtype or not out.flags.c_contiguous:
+            raise InvalidArgumentError(
+                f"tensor {info.name!r}: read_into needs a C-contiguous {dtype} array of shape {info.shape}, "
+                f"got {out.dtype} {tuple(out.shape)}"
+            )
+        if info.is_sliced or self.big_endian or dtype.kind == "O":
+            out[...] = self.get_tensor(name)
+            return out
+        return self._read_whole(info.name, info.entry, dtype, out=out)
+
+    def get_slice(self, name: str | bytes, spec: Any) -> np.ndarray:
+        """Part of a tensor: a TF slice string (``"4 6 0,2:-"`` or ``"0,2:-"``) or a numpy index.
+
+        Only the bytes the request needs are read.
+        """
+        info = self.info(name)
+        dtype = self._numpy_dtype(info)
+        extents, squeeze = self._resolve_request(info, spec)
+        if info.is_sliced:
+            result = self._assemble(info, dtype, extents)
+        else:
+            result = self._read_part(info.name, info.entry, dtype, info.shape, extents)
+        return result.squeeze(axis=squeeze) if squeeze else result
+
+    def stored_slices(self, name: str | bytes) -> list[tuple[Extent, ...]]:
+        """The slices a partitioned tensor is stored as (resolved); one full slice otherwise."""
+        info = self.info(name)
+        if not info.is_sliced:
+            return [tuple((0, d) for d in info.shape)]
+        return [resolve_extents(info.shape, slice_from_proto(s)) for s in info.entry.slices]
+
+    def _assemble(self, info: TensorInfo, dtype: np.dtype, request: tuple[Extent, ...]) -> np.ndarray:
+        key = encode_name(info.name)
+        out = np.empty(tuple(n for _, n in request), dtype=dtype)
+        stored = []
+        for proto in info.entry.slices:
+            try:
+                extents = slice_from_proto(proto)
+            except SliceError as err:
+                raise DataLossError(f"{self._url(self._index_key)}: tensor {info.name!r}: {err}") from None
+            if len(extents) != len(info.shape):
+                raise DataLossError(
+                    f"{self._url(self._index_key)}: tensor {info.name!r}: stored slice of rank "
+                    f"{len(extents)} for a tensor of rank {len(info.shape)}"
+                )
+            resolved = resolve_extents(info.shape, extents)
+            if any(s + n > d for (s, n), d in zip(resolved, info.shape)):
+                raise DataLossError(
+                    f"{self._url(self._index_key)}: tensor {info.name!r}: stored slice "
+                    f"{format_extents(extents)} exceeds shape {info.shape}"
+                )
+            stored.append((extents, resolved))
+        for i, (_, a) in enumerate(stored):
+            for _, b in stored[i + 1 :]:
+                if intersect(info.shape, a, b) is not None:
+                    raise DataLossError(
+                        f"{self._url(self._index_key)}: tensor {info.name!r}: Overlapping slices "
+                        f"{format_extents(a)} and {format_extents(b)}"
+                    )
+        covered = 0
+        pieces = []
+        for extents, resolved in stored:
+            overlap = intersect(info.shape, resolved, request)
+            if overlap is None:
+                continue
+            covered += num_elements([n for _, n in overlap])
+            pieces.append((extents, resolved, overlap))
+        if covered != num_elements([n for _, n in request]):
+            raise InvalidArgumentError(
+                f"tensor {info.name!r}: Does not have sufficient slices for partitioned tensor: "
+                f"requested {format_extents(request)} of shape {info.shape}"
+            )
+        for extents, resolved, overlap in pieces:
+            slice_key = encode_slice_key(key, extents)
+            entry = self._entry(slice_key)
+            if entry is None:
+                raise DataLossError(
+                    f"{self._url(self._index_key)}: tensor {info.name!r}: slice "
+                    f"{format_extents(extents)} is listed but has no entry"
+                )
+            stored_shape = tuple(d.size for d in entry.shape.dim)
+            if stored_shape != tuple(n for _, n in resolved) or entry.dtype != info.dtype_code:
+                raise DataLossError(
+                    f"{self._url(self._index_key)}: tensor {info.name!r}: slice {format_extents(extents)} "
+                    f"entry has shape {stored_shape}, expected {tuple(n for _, n in resolved)}"
+                )
+            local = tuple((s - rs, n) for (s, n), (rs, _) in zip(overlap, resolved))
+            data = self._read_part(info.name, entry, dtype, stored_shape, local)
+            target = tuple(slice(s - qs, s - qs + n) for (s, n), (qs, _) in zip(overlap, request))
+            out[target] = data
+        return out
+
+    def verify(self) -> list[tuple[str, str]]:
+        """Reads every stored entry with its checksum; returns ``(key, problem)`` for each bad one."""
+        problems = []
+        for key, entry in self._iter_entries():
+            name = _decode_key(key)
+            if entry.slices:
+                continue
+            try:
+                info = TensorInfo(name, entry)
+                dtype = self._numpy_dtype(info)
+                self._read_whole(name, entry, dtype)
+            except (DataLossError, CheckpointNotFoundError, UnimplementedError) as err:
+                problems.append((name, str(err)))
+        return problems

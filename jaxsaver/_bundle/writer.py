@@ -1,0 +1,250 @@
+"""``BundleWriter``: one ``.index`` and one ``.data-00000-of-00001``, byte-identical to SaveV2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxsaver import tensor_bundle_pb2
+from jaxsaver._errors import InvalidArgumentError, UnimplementedError
+from jaxsaver._format import dtypes
+from jaxsaver._format.crc import crc32c, mask
+from jaxsaver._format.slices import (
+    Extent,
+    SliceError,
+    covers_all,
+    encode_slice_key,
+    parse_slice_spec,
+    slice_from_index,
+    slice_shape,
+    slice_to_proto,
+)
+from jaxsaver._format.table import TableBuilder
+from jaxsaver._format.tensors import HEADER_KEY, data_filename, encode_strings, make_header
+from jaxsaver._storage import LocalStore, resolve
+
+__all__ = ["BundleWriter", "encode_name"]
+
+
+def encode_name(name: str | bytes) -> bytes:
+    """A tensor name as its key bytes (str is UTF-8; lone surrogates carry raw bytes)."""
+    if isinstance(name, bytes):
+        return name
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"tensor names are str or bytes, got {type(name).__name__}")
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _display(key: bytes) -> str:
+    text = key.decode("utf-8", "backslashreplace")
+    return text if len(text) <= 200 else text[:200] + f"... ({len(key)} bytes)"
+
+
+def _shape_proto(entry: tensor_bundle_pb2.BundleEntryProto, shape: Sequence[int]) -> None:
+    entry.shape.SetInParent()
+    for d in shape:
+        entry.shape.dim.add().size = int(d)
+
+
+def _to_host_array(array: Any) -> np.ndarray:
+    if isinstance(array, (str, bytes)):
+        return np.array(array, dtype=object)
+    arr = np.asarray(array)
+    if arr.dtype.kind in "SU":
+        arr = arr.astype(object)
+    return arr
+
+
+class BundleWriter:
+    """Writes a tensor bundle: ``prefix.index`` and ``prefix.data-00000-of-00001``.
+
+    Data is streamed to a temporary file in add order; :meth:`finish` fsyncs it and renames both
+    files into place, the index last, so a visible index always describes complete data.
+
+    Args:
+        prefix: the checkpoint prefix (local path or URL).
+        storage: optional storage override (see :func:`jaxsaver._storage.resolve`).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> prefix = os.path.join(tempfile.mkdtemp(), "model")
+        >>> with BundleWriter(prefix) as writer:
+        ...     writer.add("w", np.arange(3, dtype=np.float32))
+        >>> sorted(os.listdir(os.path.dirname(prefix)))
+        ['model.data-00000-of-00001', 'model.index']
+    """
+
+    def __init__(self, prefix: Any, *, storage: Any = None) -> None:
+        self._store, self._prefix = resolve(prefix, storage)
+        self._data = self._store.open_writer(data_filename(self._prefix, 0, 1))
+        self._offset = 0
+        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        self._full_entries: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self._finished = False
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def _fail(self, message: str) -> None:
+        self.abort()
+        raise InvalidArgumentError(message)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise InvalidArgumentError(f"BundleWriter for {self._store.url(self._prefix)} is already finished")
+
+    def _write(self, key: bytes, array: np.ndarray) -> tensor_bundle_pb2.BundleEntryProto:
+        try:
+            code = dtypes.from_numpy(array.dtype)
+        except dtypes.UnsupportedDtype as err:
+            self.abort()
+            raise UnimplementedError(f"tensor {_display(key)!r}: {err}") from None
+        entry = tensor_bundle_pb2.BundleEntryProto(dtype=code)
+        _shape_proto(entry, array.shape)
+        entry.offset = self._offset
+        if code == dtypes.types_pb2.DT_STRING:
+            try:
+                chunks, crc, size = encode_strings(array)
+            except TypeError as err:
+                self.abort()
+                raise InvalidArgumentError(f"tensor {_display(key)!r}: {err}") from None
+            for chunk in chunks:
+                self._data.write(chunk)
+        else:
+            array = np.ascontiguousarray(array)
+            buffer = array.reshape(-1).view(np.uint8)
+            size = buffer.nbytes
+            crc = mask(crc32c(buffer))
+            if size:
+                self._data.write(buffer)
+        entry.size = size
+        entry.crc32c = crc
+        self._offset += size
+        return entry
+
+    def add(self, name: str | bytes, array: Any) -> None:
+        """Adds a whole tensor (numpy array, scalar, bytes/str or object array of bytes)."""
+        self._check_open()
+        key = encode_name(name)
+        if key == HEADER_KEY:
+            self._fail("tensor name must not be empty: the empty key holds the bundle header")
+        if key in self._entries or key in self._full_entries:
+            self._fail(f"Adding duplicate key: {_display(key)!r}")
+        self._entries[key] = self._write(key, _to_host_array(array))
+
+    def add_slice(
+        self,
+        name: str | bytes,
+        full_shape: Sequence[int],
+        slice_spec: str | tuple | Sequence[Extent],
+        array: Any,
+    ) -> None:
+        """Adds one slice of a partitioned tensor.
+
+        Args:
+            name: the full tensor's name.
+            full_shape: the full tensor's shape.
+            slice_spec: TF slice syntax (``"0,2:-"``, or the complete ``"4 6 0,2:-"``), a numpy
+                index tuple (``(slice(0, 2), slice(None))``), or ``((start, length), ...)``.
+            array: the slice's values; its shape must equal the slice's shape.
+        """
+        self._check_open()
+        key = encode_name(name)
+        if key == HEADER_KEY:
+            self._fail("tensor name must not be empty: the empty key holds the bundle header")
+        full_shape = tuple(int(d) for d in full_shape)
+        try:
+            extents = _extents_of(full_shape, slice_spec)
+        except SliceError as err:
+            self._fail(f"tensor {_display(key)!r}: {err}")
+        arr = _to_host_array(array)
+        expected = slice_shape(full_shape, extents)
+        if tuple(arr.shape) != expected:
+            self._fail(
+                f"tensor {_display(key)!r}: slice shape {expected} does not match the value's shape {tuple(arr.shape)}"
+            )
+        if covers_all(full_shape, extents):
+            self.add(key, arr)
+            return
+        if key in self._entries and key not in self._full_entries:
+            self._fail(f"Adding duplicate key: {_display(key)!r}")
+        code = dtypes.from_numpy(arr.dtype) if arr.dtype.kind != "O" else dtypes.types_pb2.DT_STRING
+        full = self._entries.get(key)
+        if full is None:
+            full = tensor_bundle_pb2.BundleEntryProto(dtype=code)
+            _shape_proto(full, full_shape)
+            self._entries[key] = full
+            self._full_entries[key] = (code, full_shape)
+        elif self._full_entries[key] != (code, full_shape):
+            self._fail(
+                f"tensor {_display(key)!r}: slice has dtype {dtypes.name_of(code)} and full shape "
+                f"{full_shape}, earlier slices had {dtypes.name_of(self._full_entries[key][0])} and "
+                f"{self._full_entries[key][1]}"
+            )
+        slice_key = encode_slice_key(key, extents)
+        if slice_key in self._entries:
+            self._fail(f"Adding duplicate slice of {_display(key)!r}: {format_extents(extents)}")
+        full.slices.append(slice_to_proto(extents))
+        self._entries[slice_key] = self._write(key, arr)
+
+    def abort(self) -> None:
+        """Discards everything; no file is left behind."""
+        if not self._finished:
+            self._finished = True
+            self._data.abort()
+
+    def finish(self) -> None:
+        """Commits the data file, then the index (the index's appearance is the commit)."""
+        self._check_open()
+        self._finished = True
+        builder = TableBuilder()
+        builder.add(HEADER_KEY, make_header(1).SerializeToString())
+        for key in sorted(self._entries):
+            builder.add(key, self._entries[key].SerializeToString())
+        index = builder.finish()
+        try:
+            self._data.commit()
+            self._store.write(f"{self._prefix}.index", index)
+        except BaseException:
+            self._data.abort()
+            self._store.delete(data_filename(self._prefix, 0, 1))
+            raise
+        if isinstance(self._store, LocalStore):
+            self._store.fsync_dir(self._store.dirname(self._prefix))
+
+
+def format_extents(extents: Sequence[Extent]) -> str:
+    return ":".join("-" if length == -1 else f"{start},{length}" for start, length in extents)
+
+
+def _extents_of(full_shape: tuple[int, ...], spec: Any) -> tuple[Extent, ...]:
+    if isinstance(spec, str):
+        if " " not in spec:
+            spec = " ".join(str(d) for d in full_shape) + " " + spec
+        shape, extents = parse_slice_spec(spec)
+        if shape is None:
+            return tuple((0, -1) for _ in full_shape)
+        if shape != full_shape:
+            raise SliceError(f"slice spec {spec!r} is for shape {shape}, not {full_shape}")
+        return extents
+    if isinstance(spec, tuple) and all(
+        isinstance(e, tuple) and len(e) == 2 and all(isinstance(x, int) for x in e) for e in spec
+    ) and len(spec) == len(full_shape) and spec:
+        for dim, (start, length) in zip(full_shape, spec):
+            if length != -1 and (start < 0 or length < 0 or start + length > dim):
+                raise SliceError(f"extent ({start}, {length}) out of bounds for dimension {dim}")
+        return spec
+    extents, squeeze = slice_from_index(full_shape, spec)
+    return extents

@@ -1,0 +1,1 @@
+"""Pure encodings of TensorFlow's V2 tensor-bundle format (no I/O)."""

@@ -1,0 +1,494 @@
+"""One small storage interface: local disk through the OS, other stores through tensorstore.
+
+Every layer above this one addresses files as *locations*: a ``(store, key)`` pair obtained from
+:func:`resolve`. Nothing above it knows which store it is on; it asks the store's capability
+flag ``atomic_rename`` where the commit protocol differs.
+
+Example:
+    >>> store, key = resolve("memory://doc/model")
+    >>> store.write(key + ".txt", b"hello")
+    >>> store.read(store.join(store.dirname(key), "model.txt"))
+    b'hello'
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import posixpath
+import secrets
+import threading
+from typing import Any
+
+from jaxsaver._errors import (
+    CheckpointNotFoundError,
+    DataLossError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    StorageError,
+)
+
+__all__ = ["Store", "ObjectWriter", "LocalStore", "KvStore", "resolve", "LOCAL"]
+
+
+class ObjectWriter(abc.ABC):
+    """Streams one object; it becomes visible under its key only at :meth:`commit`."""
+
+    @abc.abstractmethod
+    def write(self, data: Any) -> None:
+        """Appends a bytes-like object (any C-contiguous buffer)."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Makes the object durable and visible under its final key."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discards everything written; the final key is left untouched."""
+
+
+class Store(abc.ABC):
+    """A flat namespace of byte objects addressed by string keys."""
+
+    #: True where :meth:`rename` is atomic and cheap (local disk).
+    atomic_rename: bool = False
+
+    @abc.abstractmethod
+    def url(self, key: str) -> str:
+        """The user-facing name of ``key`` for messages."""
+
+    @abc.abstractmethod
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        """Reads ``size`` bytes at ``offset`` (to the end if None); short reads are an error."""
+
+    def read_into(self, key: str, offset: int, out: memoryview) -> None:
+        """Fills the writable buffer ``out`` with the bytes at ``offset``."""
+        data = self.read(key, offset, out.nbytes)
+        out.cast("B")[:] = data
+
+    @abc.abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes; ``CheckpointNotFoundError`` if absent."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+
+    @abc.abstractmethod
+    def open_writer(self, key: str) -> ObjectWriter:
+        """A streaming writer whose object appears at ``key`` on commit."""
+
+    def write(self, key: str, data: Any) -> None:
+        """Writes a whole object atomically."""
+        writer = self.open_writer(key)
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """All keys starting with ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Deletes ``key``; a missing key is not an error."""
+
+    @abc.abstractmethod
+    def rename(self, src: str, dst: str) -> None:
+        """Moves an object (atomic where ``atomic_rename``)."""
+
+    @abc.abstractmethod
+    def mtime(self, key: str) -> float:
+        """Last modification time in seconds since the epoch."""
+
+    def makedirs(self, dirkey: str) -> None:
+        """Creates a directory and its parents where the store has directories."""
+
+    def remove_dir(self, dirkey: str) -> None:
+        """Removes an empty directory where the store has directories."""
+
+    def isdir(self, key: str) -> bool:
+        """Whether ``key`` names a directory (or a non-empty key prefix on object stores)."""
+        prefix = key.rstrip("/") + "/"
+        return bool(self.list(prefix))
+
+    def dirname(self, key: str) -> str:
+        return posixpath.dirname(key)
+
+    def basename(self, key: str) -> str:
+        return posixpath.basename(key)
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(*parts)
+
+    def isabs(self, key: str) -> bool:
+        return True
+
+
+# --------------------------------------------------------------------------- local disk
+
+
+def _os_error(err: OSError, url: str) -> Exception:
+    if err.errno == errno.ENOENT:
+        return CheckpointNotFoundError(f"{url}: no such file or directory")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDeniedError(f"{url}: permission denied")
+    return StorageError(f"{url}: {err.strerror or err}")
+
+
+class _LocalWriter(ObjectWriter):
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._tmp = f"{path}.tempstate{secrets.randbits(64)}"
+        try:
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as err:
+            raise _os_error(err, path) from None
+
+    def write(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def commit(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._tmp, self._path)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+class LocalStore(Store):
+    """Local disk through the OS directly: positional reads, fsync, atomic rename."""
+
+    atomic_rename = True
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def url(self, key: str) -> str:
+        return key
+
+    def _fd(self, key: str) -> int:
+        try:
+            return os.open(key, os.O_RDONLY)
+        except OSError as err:
+            raise _os_error(err, key) from None
+
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        fd = self._fd(key)
+        try:
+            if size is None:
+                size = max(os.fstat(fd).st_size - offset, 0)
+            data = os.pread(fd, size, offset)
+            while len(data) < size:
+                more = os.pread(fd, size - len(data), offset + len(data))
+                if not more:
+                    raise DataLossError(
+                        f"{key}: truncated: wanted {size} bytes at offset {offset}, "
+                        f"file has {os.fstat(fd).st_size}"
+                    )
+                data += more
+            return data
+        finally:
+            os.close(fd)
+
+    def read_into(self, key: str, offset: int, out: memoryview) -> None:
+        fd = self._fd(key)
+        try:
+            self.read_into_fd(fd, key, offset, out)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def read_into_fd(fd: int, key: str, offset: int, out: memoryview) -> None:
+        """Fills ``out`` from an already open descriptor (the reader keeps data files open)."""
+        view = memoryview(out).cast("B")
+        done = 0
+        total = view.nbytes
+        while done < total:
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise DataLossError(
+                    f"{key}: truncated: wanted {total} bytes at offset {offset}, "
+                    f"file has {os.fstat(fd).st_size}"
+                )
+            done += n
+
+    def size(self, key: str) -> int:
+        try:
+            return os.stat(key).st_size
+        except OSError as err:
+            raise _os_error(err, key) from None
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(key)
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        return _LocalWriter(key)
+
+    def list(self, prefix: str) -> list[str]:
+        directory = os.path.dirname(prefix) or "."
+        base = os.path.basename(prefix)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.startswith(base):
+                full = os.path.join(os.path.dirname(prefix), name)
+                if os.path.isfile(full):
+                    out.append(full)
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(key)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise _os_error(err, key) from None
+
+    def rename(self, src: str, dst: str) -> None:
+        try:
+            os.replace(src, dst)
+        except OSError as err:
+            raise _os_error(err, src) from None
+
+    def mtime(self, key: str) -> float:
+        try:
+            return os.stat(key).st_mtime
+        except OSError as err:
+            raise _os_error(err, key) from None
+
+    def makedirs(self, dirkey: str) -> None:
+        if dirkey:
+            os.makedirs(dirkey, exist_ok=True)
+
+    def remove_dir(self, dirkey: str) -> None:
+        try:
+            os.rmdir(dirkey)
+        except OSError:
+            pass
+
+    def isdir(self, key: str) -> bool:
+        return os.path.isdir(key)
+
+    def fsync_dir(self, dirkey: str) -> None:
+        """Makes renames inside ``dirkey`` durable."""
+        fd = os.open(dirkey or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def dirname(self, key: str) -> str:
+        return os.path.dirname(key)
+
+    def basename(self, key: str) -> str:
+        return os.path.basename(key)
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(*parts)
+
+    def isabs(self, key: str) -> bool:
+        return os.path.isabs(key)
+
+
+LOCAL = LocalStore()
+
+
+# --------------------------------------------------------------------------- tensorstore kvstores
+
+
+class _KvWriter(ObjectWriter):
+    def __init__(self, store: KvStore, key: str) -> None:
+        self._store = store
+        self._key = key
+        self._chunks: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self._chunks.append(bytes(memoryview(data).cast("B")))
+
+    def commit(self) -> None:
+        value = b"".join(self._chunks)
+        self._chunks = []
+        self._store._put(self._key, value)
+
+    def abort(self) -> None:
+        self._chunks = []
+
+
+class KvStore(Store):
+    """Any tensorstore kvstore (memory, gcs, s3, ...); keys are paths inside its root.
+
+    Args:
+        spec: a tensorstore kvstore spec (dict) or an opened ``tensorstore.KvStore``.
+        scheme: the URL prefix shown in messages, e.g. ``"memory://"``.
+    """
+
+    atomic_rename = False
+
+    def __init__(self, spec: Any, scheme: str = "") -> None:
+        import tensorstore as ts
+
+        self._ts = ts
+        if isinstance(spec, ts.KvStore):
+            self._kv = spec
+        else:
+            try:
+                self._kv = ts.KvStore.open(spec).result()
+            except Exception as err:  # tensorstore raises ValueError for every status
+                raise StorageError(f"cannot open store {spec!r}: {err}") from None
+        self._scheme = scheme
+
+    def url(self, key: str) -> str:
+        return f"{self._scheme}{key}"
+
+    def _error(self, err: Exception, key: str) -> Exception:
+        text = str(err)
+        if "PERMISSION_DENIED" in text or "403" in text:
+            return PermissionDeniedError(f"{self.url(key)}: permission denied: {text}")
+        if "NOT_FOUND" in text:
+            return CheckpointNotFoundError(f"{self.url(key)}: not found: {text}")
+        return StorageError(f"{self.url(key)}: {text}")
+
+    def _put(self, key: str, value: bytes | None) -> None:
+        try:
+            self._kv.write(key, value).result()
+        except Exception as err:
+            raise self._error(err, key) from None
+
+    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
+        end = None if size is None else offset + size
+        try:
+            result = self._kv.read(key, byte_range=slice(offset, end)).result()
+        except Exception as err:
+            text = str(err)
+            if "OUT_OF_RANGE" in text:
+                raise DataLossError(
+                    f"{self.url(key)}: truncated: wanted {size} bytes at offset {offset}"
+                ) from None
+            raise self._error(err, key) from None
+        if result.state != "value":
+            raise CheckpointNotFoundError(f"{self.url(key)}: no such object")
+        data = result.value
+        if size is not None and len(data) != size:
+            raise DataLossError(
+                f"{self.url(key)}: truncated: wanted {size} bytes at offset {offset}, got {len(data)}"
+            )
+        return data
+
+    def size(self, key: str) -> int:
+        # tensorstore has no stat; a zero-length range read reports existence only, so read all.
+        return len(self.read(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self._kv.read(key, byte_range=slice(0, 0)).result().state == "value"
+        except Exception as err:
+            raise self._error(err, key) from None
+
+    def open_writer(self, key: str) -> ObjectWriter:
+        return _KvWriter(self, key)
+
+    def list(self, prefix: str) -> list[str]:
+        ts = self._ts
+        rng = ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=_prefix_end(prefix))
+        try:
+            keys = self._kv.list(rng).result()
+        except Exception as err:
+            raise self._error(err, prefix) from None
+        return sorted(k.decode("utf-8", "surrogateescape") for k in keys)
+
+    def delete(self, key: str) -> None:
+        self._put(key, None)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._put(dst, self.read(src))
+        self.delete(src)
+
+    def mtime(self, key: str) -> float:
+        try:
+            result = self._kv.read(key, byte_range=slice(0, 0)).result()
+        except Exception as err:
+            raise self._error(err, key) from None
+        if result.state != "value":
+            raise CheckpointNotFoundError(f"{self.url(key)}: no such object")
+        return float(result.stamp.time)
+
+
+def _prefix_end(prefix: str) -> str:
+    """The smallest string greater than every string starting with ``prefix``."""
+    if not prefix:
+        return ""
+    raw = bytearray(prefix.encode("utf-8", "surrogateescape"))
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return ""
+    raw[-1] += 1
+    return raw.decode("utf-8", "surrogateescape")
+
+
+_MEMORY_STORES: dict[str, KvStore] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def _memory_store() -> KvStore:
+    with _MEMORY_LOCK:
+        store = _MEMORY_STORES.get("")
+        if store is None:
+            store = KvStore({"driver": "memory"}, scheme="memory://")
+            _MEMORY_STORES[""] = store
+        return store
+
+
+def resolve(path: Any, storage: Any = None) -> tuple[Store, str]:
+    """Maps a user path (local path or URL) to ``(store, key)``.
+
+    Args:
+        path: a local path (str or ``os.PathLike``), or ``memory://...``.
+        storage: optional override: a :class:`Store`, or a tensorstore kvstore spec (dict) whose
+            root ``path`` is used as the key prefix.
+
+    Raises:
+        InvalidArgumentError: the path is not a string or uses an unknown scheme.
+    """
+    if isinstance(storage, Store):
+        return storage, os.fspath(path)
+    if storage is not None:
+        return KvStore(storage, scheme="kvstore:"), os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"expected a path or URL string, got {type(path).__name__}: {path!r}"
+        ) from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if "://" in path:
+        scheme, _, rest = path.partition("://")
+        if scheme == "memory":
+            return _memory_store(), rest
+        if scheme == "file":
+            return LOCAL, rest
+        raise InvalidArgumentError(
+            f"unsupported storage scheme {scheme!r} in {path!r}: use a local path or memory://"
+        )
+    return LOCAL, path
