@@ -11,10 +11,46 @@ from jaxsaver._errors import NotFoundError as NotFoundError
 from jaxsaver._errors import PermissionDeniedError as PermissionDeniedError
 from jaxsaver._errors import StorageError as StorageError
 from jaxsaver._errors import UnimplementedError as UnimplementedError
+from jaxsaver.builder import FilenamePlaceholder as FilenamePlaceholder
+from jaxsaver.builder import SaverBuilder as SaverBuilder
+from jaxsaver.builder import SaverGraph as SaverGraph
+from jaxsaver.builder import sharded_filename as sharded_filename
+from jaxsaver.checkpoint_management import checkpoint_exists as checkpoint_exists
+from jaxsaver.checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
+from jaxsaver.checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
+from jaxsaver.checkpoint_management import get_checkpoint_state as get_checkpoint_state
+from jaxsaver.checkpoint_management import latest_checkpoint as latest_checkpoint
+from jaxsaver.checkpoint_management import meta_graph_filename as meta_graph_filename
+from jaxsaver.checkpoint_management import remove_checkpoint as remove_checkpoint
+from jaxsaver.checkpoint_management import update_checkpoint_state as update_checkpoint_state
+from jaxsaver.saveables import LeafKind as LeafKind
+from jaxsaver.saveables import Saveable as Saveable
+from jaxsaver.saveables import SaveSpec as SaveSpec
+from jaxsaver.saveables import saveables_from_pytree as saveables_from_pytree
+from jaxsaver.saver import Saver as Saver
+from jaxsaver.saver import restore_as_numpy as restore_as_numpy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FilenamePlaceholder",
+    "LeafKind",
+    "SaveSpec",
+    "Saveable",
+    "Saver",
+    "SaverBuilder",
+    "SaverGraph",
+    "checkpoint_exists",
+    "generate_checkpoint_state_proto",
+    "get_checkpoint_mtimes",
+    "get_checkpoint_state",
+    "latest_checkpoint",
+    "meta_graph_filename",
+    "remove_checkpoint",
+    "restore_as_numpy",
+    "saveables_from_pytree",
+    "sharded_filename",
+    "update_checkpoint_state",
     "BundleReader",
     "BundleWriter",
     "CheckpointNotFoundError",

@@ -108,6 +108,9 @@ class Store(abc.ABC):
     def makedirs(self, dirkey: str) -> None:
         """Creates a directory and its parents where the store has directories."""
 
+    def make_dir(self, dirkey: str) -> None:
+        """Creates one directory level (its parent must exist) where the store has directories."""
+
     def remove_dir(self, dirkey: str) -> None:
         """Removes an empty directory where the store has directories."""
 
@@ -279,6 +282,15 @@ class LocalStore(Store):
     def makedirs(self, dirkey: str) -> None:
         if dirkey:
             os.makedirs(dirkey, exist_ok=True)
+
+    def make_dir(self, dirkey: str) -> None:
+        if dirkey:
+            try:
+                os.mkdir(dirkey)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                pass  # the writer's open reports the missing parent
 
     def remove_dir(self, dirkey: str) -> None:
         try:

@@ -78,6 +78,7 @@ class BundleWriter:
 
     def __init__(self, prefix: Any, *, storage: Any = None) -> None:
         self._store, self._prefix = resolve(prefix, storage)
+        self._store.make_dir(self._store.dirname(self._prefix))  # one level, as TF's writer does
         self._data = self._store.open_writer(data_filename(self._prefix, 0, 1))
         self._offset = 0
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}

@@ -1,0 +1,343 @@
+"""``SaverBuilder``: saveables -> a small graph of named save/restore functions and a SaverDef.
+
+The graph mirrors TensorFlow's: ``<scope>/Const:0`` is the filename placeholder (a default
+that every call may override, like ``placeholder_with_default``), ``<scope>/save_all`` writes
+the values and returns the prefix, ``<scope>/restore_all`` reads them back, and a sharded saver
+adds ``<scope>/save_shard_<k>`` / ``<scope>/restore_shard_<k>`` per device. Device-side work —
+the snapshot copy before the host transfer and the placement of restored values — is
+``jax.jit``-compiled once per saver and reused by every call, whatever the filename.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsaver import saver_pb2
+from jaxsaver._bundle.merge import merge_bundles
+from jaxsaver._bundle.reader import BundleReader
+from jaxsaver._bundle.writer import BundleWriter
+from jaxsaver._errors import InvalidArgumentError, NotFoundError
+from jaxsaver._format import dtypes as _dtypes
+from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, unique_indices
+from jaxsaver._storage import resolve
+from jaxsaver.saveables import LeafKind, Saveable
+
+__all__ = ["SaverBuilder", "SaverGraph", "FilenamePlaceholder", "sharded_filename"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_THREADS = 8
+
+
+def sharded_filename(basename: str, shard: int, num_shards: int) -> str:
+    """TF's ``ShardedFilename``: ``basename-00003-of-00012``."""
+    return f"{basename}-{shard:05d}-of-{num_shards:05d}"
+
+
+class FilenamePlaceholder:
+    """``placeholder_with_default`` for the checkpoint prefix: a default any call may override.
+
+    Example:
+        >>> name = FilenamePlaceholder("model")
+        >>> name(), name("other")
+        ('model', 'other')
+    """
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+
+    def __call__(self, value: Any = None) -> str:
+        return self.default if value is None else _as_path(value)
+
+
+def _as_path(value: Any) -> str:
+    import os
+
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    raise InvalidArgumentError(f"a checkpoint filename must be a string, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaverGraph:
+    """The named functions of one saver (TF's save/restore subgraph)."""
+
+    #: Name scope of every op, e.g. ``"save"``.
+    scope: str
+    #: Op name -> callable. ``<scope>/Const:0`` is a :class:`FilenamePlaceholder`.
+    ops: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def op(self, name: str) -> Callable[..., Any]:
+        """The op called ``name`` (with or without the ``:0`` output suffix)."""
+        op = self.ops.get(name) or self.ops.get(name.split(":")[0])
+        if op is None:
+            raise NotFoundError(f"op {name!r} is not in saver graph {self.scope!r}: {sorted(self.ops)}")
+        return op
+
+    def run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.op(name)(*args, **kwargs)
+
+    @property
+    def filename(self) -> FilenamePlaceholder:
+        return self.ops[f"{self.scope}/Const:0"]
+
+
+def _snapshot(leaves: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Device copies of the values (PRNG keys as their key data), so later steps may donate."""
+    out = []
+    for x in leaves:
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            out.append(jax.random.key_data(x))
+        else:
+            out.append(x.copy() if hasattr(x, "copy") else x)
+    return tuple(out)
+
+
+class SaverBuilder:
+    """Builds a :class:`SaverGraph` and its ``SaverDef``; subclass to override any op.
+
+    Overridable like TF's ``BaseSaverBuilder``: :meth:`save_op` writes one bundle,
+    :meth:`bulk_restore` reads tensors, :meth:`restore_op` turns them into leaves,
+    :meth:`sharded_filename` names the per-device parts.
+    """
+
+    def __init__(self) -> None:
+        self._snapshot_fn = jax.jit(_snapshot)
+        self._finalize_fns: dict[tuple, Callable] = {}
+
+    @property
+    def snapshot_fn(self) -> Any:
+        """The jitted snapshot (its ``_cache_size()`` counts compilations)."""
+        return self._snapshot_fn
+
+    # ------------------------------------------------------------------ overridable ops
+
+    def sharded_filename(self, filename_tensor: str, shard: int, num_shards: int) -> str:
+        return sharded_filename(filename_tensor, shard, num_shards)
+
+    def save_op(self, filename: str, writes: Sequence[ShardWrite], host_values: Sequence[Any]) -> None:
+        """Writes ``writes`` into one bundle at ``filename``."""
+        with BundleWriter(filename) as writer:
+            for write in writes:
+                value = host_values[write.value_index]
+                if write.shard is not None:
+                    value = value.addressable_shards[write.shard].data
+                array = np.asarray(value)
+                if write.extents is None:
+                    writer.add(write.name, array)
+                else:
+                    writer.add_slice(write.name, write.full_shape, write.extents, array)
+
+    def bulk_restore(
+        self, reader: BundleReader, saveables: Sequence[Saveable], *, restore_sequentially: bool,
+        reshape: bool, shardings: Sequence[Any],
+    ) -> list[Any]:
+        """Reads every saveable's tensor (or, for sharded targets, each addressable block)."""
+
+        def read(i: int) -> Any:
+            saveable = saveables[i]
+            sharding = shardings[i]
+            stored_shape = reader.shape(saveable.name)
+            if sharding is not None and stored_shape == saveable.shape:
+                return [
+                    (extents, devices, reader.get_slice(saveable.name, extents))
+                    for extents, devices in unique_indices(sharding, saveable.shape)
+                ]
+            array = reader.get_tensor(saveable.name)
+            if reshape and array.shape != saveable.shape:
+                array = array.reshape(saveable.shape)
+            return array
+
+        indices = range(len(saveables))
+        if restore_sequentially or len(saveables) < 2:
+            return [read(i) for i in indices]
+        with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(saveables))) as pool:
+            return list(pool.map(read, indices))
+
+    def restore_op(self, saveable: Saveable, data: Any, sharding: Any) -> Any:
+        """Turns what :meth:`bulk_restore` read into a leaf of the saveable's kind."""
+        if isinstance(data, list):
+            arrays = []
+            for extents, devices, block in data:
+                for device in devices:
+                    arrays.append(jax.device_put(block, device))
+            return jax.make_array_from_single_device_arrays(saveable.shape, sharding, arrays)
+        if saveable.kind == LeafKind.JAX_ARRAY:
+            return jax.device_put(data, sharding) if sharding is not None else jax.device_put(data)
+        if saveable.kind == LeafKind.PRNG_KEY:
+            return jax.device_put(data)  # key data; wrapped into typed keys by _finalize
+        return saveable.from_host(data)
+
+    # ------------------------------------------------------------------ build
+
+    def build(
+        self,
+        saveables: Sequence[Saveable],
+        *,
+        reshape: bool = False,
+        sharded: bool = False,
+        max_to_keep: int | None = 5,
+        keep_checkpoint_every_n_hours: float = 10000.0,
+        name: str | None = None,
+        restore_sequentially: bool = False,
+        filename: str = "model",
+    ) -> tuple[SaverGraph, saver_pb2.SaverDef]:
+        """Builds the graph for ``saveables``; returns it with its ``SaverDef``."""
+        scope = name or "save"
+        saveables = tuple(saveables)
+        names = [s.name for s in saveables]
+        placeholder = FilenamePlaceholder(filename or "model")
+        graph = SaverGraph(scope=scope)
+        builder = self
+
+        def save_all(values: Sequence[Any], filename: Any = None) -> str:
+            prefix = placeholder(filename)
+            host_values = builder._prepare(saveables, values)
+            writes = plan_writes(names, host_values, sharded=sharded)
+            if not sharded:
+                builder.save_op(prefix, writes, host_values)
+                return prefix
+            groups = group_by_device(writes)
+            store, key = resolve(prefix)
+            temp = store.join(key + "_temp", "part") if store.atomic_rename else key + ".part"
+            parts = [builder.sharded_filename(temp, k, len(groups)) for k in range(len(groups))]
+            if len(groups) == 1:
+                builder.save_op(parts[0], groups[0][1], host_values)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(groups))) as pool:
+                    futures = [
+                        pool.submit(builder.save_op, part, group, host_values)
+                        for part, (_, group) in zip(parts, groups)
+                    ]
+                    for future in futures:
+                        future.result()
+            merge_bundles(parts, prefix, delete_old_dirs=True)
+            return prefix
+
+        def restore_all(filename: Any = None, shardings: Sequence[Any] | None = None) -> list[Any]:
+            prefix = placeholder(filename)
+            targets = list(shardings) if shardings is not None else [s.specs[0].sharding for s in saveables]
+            reads = [t if s.kind == LeafKind.JAX_ARRAY else None for s, t in zip(saveables, targets)]
+            with BundleReader(prefix) as reader:
+                builder._check_compatible(reader, saveables, reshape=reshape)
+                data = builder.bulk_restore(
+                    reader, saveables, restore_sequentially=restore_sequentially,
+                    reshape=reshape, shardings=reads,
+                )
+            leaves = [builder.restore_op(s, d, t) for s, d, t in zip(saveables, data, reads)]
+            leaves = builder._finalize(saveables, leaves)
+            return [
+                jax.device_put(leaf, t) if s.kind == LeafKind.PRNG_KEY and t is not None else leaf
+                for s, leaf, t in zip(saveables, leaves, targets)
+            ]
+
+        graph.ops[f"{scope}/Const:0"] = placeholder
+        graph.ops[f"{scope}/save_all"] = save_all
+        graph.ops[f"{scope}/restore_all"] = restore_all
+        saver_def = saver_pb2.SaverDef(
+            filename_tensor_name=f"{scope}/Const:0",
+            save_tensor_name=f"{scope}/save_all:0",
+            restore_op_name=f"{scope}/restore_all",
+            max_to_keep=max_to_keep or 0,
+            sharded=sharded,
+            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+            version=saver_pb2.SaverDef.V2,
+        )
+        return graph, saver_def
+
+    # ------------------------------------------------------------------ helpers
+
+    def _prepare(self, saveables: Sequence[Saveable], values: Sequence[Any]) -> list[Any]:
+        """Host arrays for numpy/Python leaves; jitted device snapshots for JAX leaves."""
+        host: list[Any] = [None] * len(saveables)
+        device_positions = []
+        device_leaves = []
+        for i, (saveable, value) in enumerate(zip(saveables, values)):
+            if saveable.kind in (LeafKind.JAX_ARRAY, LeafKind.PRNG_KEY):
+                if not isinstance(value, jax.Array):
+                    raise InvalidArgumentError(
+                        f"{saveable.name}: expected a jax.Array, got {type(value).__name__}"
+                    )
+                _check_value(saveable, value)
+                device_positions.append(i)
+                device_leaves.append(value)
+            else:
+                host[i] = saveable.to_host(value)
+        if device_leaves:
+            snapshots = self._snapshot_fn(tuple(device_leaves))
+            for snap in snapshots:
+                for shard in snap.addressable_shards:
+                    if shard.replica_id == 0:
+                        shard.data.copy_to_host_async()
+            for i, snap in zip(device_positions, snapshots):
+                host[i] = snap
+        return host
+
+    def _check_compatible(self, reader: BundleReader, saveables: Sequence[Saveable], *, reshape: bool) -> None:
+        missing = [s.name for s in saveables if not reader.has_tensor(s.name)]
+        if missing:
+            raise NotFoundError(
+                f"Restoring from checkpoint failed: {len(missing)} key(s) not found in checkpoint "
+                f"{reader.store.url(reader.prefix)}: " + ", ".join(repr(m) for m in missing)
+            )
+        problems = []
+        for s in saveables:
+            stored_code = reader.dtype_code(s.name)
+            expected_code = _dtypes.from_numpy(s.dtype)
+            stored_shape = reader.shape(s.name)
+            if stored_code != expected_code:
+                problems.append(
+                    f"{s.name}: dtype: checkpoint has {_dtypes.name_of(stored_code)}, "
+                    f"expected {_dtypes.name_of(expected_code)}"
+                )
+            if stored_shape != s.shape:
+                same_size = int(np.prod(stored_shape)) == int(np.prod(s.shape))
+                if not (reshape and same_size):
+                    problems.append(
+                        f"{s.name}: shape: checkpoint has {list(stored_shape)}, expected {list(s.shape)}"
+                    )
+        if problems:
+            raise InvalidArgumentError(
+                "Restoring from checkpoint failed: the checkpoint does not match the template "
+                f"({reader.store.url(reader.prefix)}):\n  " + "\n  ".join(problems)
+            )
+
+    def _finalize(self, saveables: Sequence[Saveable], leaves: list[Any]) -> list[Any]:
+        """Wraps restored PRNG key data into typed keys, in one jitted call compiled once."""
+        positions = [i for i, s in enumerate(saveables) if s.kind == LeafKind.PRNG_KEY]
+        if not positions:
+            return leaves
+        impls = tuple(saveables[i].prng_impl for i in positions)
+        fn = self._finalize_fns.get(impls)
+        if fn is None:
+
+            def finalize(arrays: tuple[Any, ...]) -> tuple[Any, ...]:
+                return tuple(jax.random.wrap_key_data(x, impl=impl) for impl, x in zip(impls, arrays))
+
+            fn = self._finalize_fns[impls] = jax.jit(finalize)
+        out = list(leaves)
+        for i, key in zip(positions, fn(tuple(leaves[i] for i in positions))):
+            out[i] = key
+        return out
+
+
+def _check_value(saveable: Saveable, value: Any) -> None:
+    shape = tuple(value.shape)
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        if saveable.kind != LeafKind.PRNG_KEY:
+            raise InvalidArgumentError(f"{saveable.name}: got a PRNG key array, expected {saveable.kind.value}")
+        return
+    if shape != saveable.shape or np.dtype(value.dtype) != saveable.dtype:
+        raise InvalidArgumentError(
+            f"{saveable.name}: value has {value.dtype}{list(shape)}, "
+            f"the saver was built for {saveable.dtype}{list(saveable.shape)}"
+        )

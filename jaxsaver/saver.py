@@ -1,0 +1,439 @@
+"""``Saver``: TensorFlow's ``tf.compat.v1.train.Saver`` for JAX pytrees.
+
+Same arguments, defaults, file names and edge cases as the seed, adapted where JAX has no
+sessions: ``save`` takes the values to save, and ``restore`` returns the restored pytree
+(JAX values are immutable) with the template's structure, dtypes and shardings.
+
+Example:
+    >>> import os, tempfile, jax.numpy as jnp
+    >>> state = {"params": {"w": jnp.ones((2, 3))}, "step": 3}
+    >>> saver = Saver(template=state, max_to_keep=2)
+    >>> directory = tempfile.mkdtemp()
+    >>> prefix = saver.save(state, os.path.join(directory, "model"), global_step=3)
+    >>> os.path.basename(prefix)
+    'model-3'
+    >>> from jaxsaver import latest_checkpoint
+    >>> restored = saver.restore(latest_checkpoint(directory))
+    >>> restored["step"], restored["params"]["w"].shape
+    (3, (2, 3))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsaver import meta_graph_pb2, saver_pb2
+from jaxsaver._bundle.reader import BundleReader
+from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError
+from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
+from jaxsaver._storage import resolve
+from jaxsaver.builder import SaverBuilder, SaverGraph
+from jaxsaver.checkpoint_management import (
+    checkpoint_exists,
+    get_checkpoint_mtimes,
+    meta_graph_filename,
+    remove_checkpoint,
+    update_checkpoint_state_internal,
+)
+from jaxsaver.saveables import LeafKind, Saveable, flatten_values, saveables_from_pytree, unflatten_like
+
+__all__ = ["Saver", "restore_as_numpy"]
+
+logger = logging.getLogger(__name__)
+
+TREE_COLLECTION = "jaxsaver_tree"
+
+
+def _strip_scope(name: str, scope: str) -> str:
+    return name[len(scope) + 1 :] if name.startswith(scope + "/") else name
+
+
+def _prepend_scope(name: str, scope: str | None) -> str:
+    return f"{scope}/{name}" if scope else name
+
+
+def _global_step_int(global_step: Any) -> int:
+    array = np.asarray(global_step)
+    if array.shape != () or array.dtype.kind not in "iu":
+        raise InvalidArgumentError(
+            f"global_step must be an integer or a 0-d integer array, got {global_step!r}"
+        )
+    return int(array)
+
+
+def restore_as_numpy(save_path: Any) -> dict[str, Any]:
+    """Every tensor of a checkpoint as a nested dict of numpy arrays, split on ``/``.
+
+    Needs no template and no devices. Names that are both a tensor and a prefix of other names
+    (``a`` and ``a/b``) cannot nest; the tensor is then kept under the key ``"a"`` and the
+    deeper names under ``"a/..."`` flat keys.
+    """
+    out: dict[str, Any] = {}
+    with BundleReader(save_path) as reader:
+        for name in reader.keys():
+            value = reader.get_tensor(name)
+            node = out
+            parts = name.split("/")
+            for part in parts[:-1]:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    node = None
+                    break
+                node = child
+            if node is None or not all(parts):
+                out[name] = value
+                continue
+            node = out
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+    return out
+
+
+class Saver:
+    """Saves and restores a pytree as TensorFlow V2 checkpoints (``tf.compat.v1.train.Saver``).
+
+    Args:
+        var_list: what to save: None (every leaf of ``template``), a dict
+            ``{checkpoint_name: leaf_or_subtree}``, or a list of leaves/subtrees of ``template``.
+        template: the pytree whose structure, dtypes and shardings saves and restores follow.
+            Without a template or var_list the saver is built from the first value it saves.
+        reshape: allow restoring a tensor into a leaf of another shape with as many elements.
+        sharded: write one bundle per device (and per shard) and merge them.
+        max_to_keep: how many recent checkpoints to keep (None or 0: all).
+        keep_checkpoint_every_n_hours: additionally keep one checkpoint per this many hours.
+        name: the graph's name scope (default ``"save"``).
+        restore_sequentially: read tensors one at a time (lower peak memory).
+        saver_def: recreate a saver from a ``SaverDef``.
+        builder: a :class:`SaverBuilder` (subclass) to build the graph.
+        defer_build: build later with :meth:`build`.
+        allow_empty: an empty saver is a no-op instead of an error.
+        pad_step_number: ``model-00000005`` instead of ``model-5``.
+        save_relative_paths: write relative paths into the ``checkpoint`` state file.
+        filename: the default checkpoint prefix of the graph's filename placeholder.
+        clock: the time source (seconds since the epoch), for retention decisions.
+    """
+
+    def __init__(
+        self,
+        var_list: Any = None,
+        *,
+        template: Any = None,
+        reshape: bool = False,
+        sharded: bool = False,
+        max_to_keep: int | None = 5,
+        keep_checkpoint_every_n_hours: float = 10000.0,
+        name: str | None = None,
+        restore_sequentially: bool = False,
+        saver_def: saver_pb2.SaverDef | None = None,
+        builder: SaverBuilder | None = None,
+        defer_build: bool = False,
+        allow_empty: bool = False,
+        pad_step_number: bool = False,
+        save_relative_paths: bool = False,
+        filename: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if defer_build and var_list:
+            raise ValueError(
+                "If `var_list` is provided then build cannot be deferred. "
+                "Either set defer_build=False or var_list=None."
+            )
+        if saver_def is not None and not isinstance(saver_def, saver_pb2.SaverDef):
+            raise ValueError(f"saver_def must be a saver_pb2.SaverDef: {saver_def}")
+        self._var_list = var_list
+        self._template = template
+        self._reshape = reshape
+        self._sharded = sharded
+        self._max_to_keep = max_to_keep
+        self._keep_hours = keep_checkpoint_every_n_hours
+        self._name = name
+        self._restore_sequentially = restore_sequentially
+        self._builder = builder
+        self._defer_build = defer_build
+        self._allow_empty = allow_empty
+        self._pad_step_number = pad_step_number
+        self._save_relative_paths = save_relative_paths
+        self._filename = filename
+        self._clock = clock
+        self._is_built = False
+        self._is_empty: bool | None = None
+        self._saveables: tuple[Saveable, ...] = ()
+        self._graph: SaverGraph | None = None
+        self.saver_def: saver_pb2.SaverDef | None = None
+        if saver_def is not None:
+            self.saver_def = saver_pb2.SaverDef()
+            self.saver_def.CopyFrom(saver_def)
+            if name:
+                for field in ("filename_tensor_name", "save_tensor_name", "restore_op_name"):
+                    setattr(self.saver_def, field, _prepend_scope(getattr(self.saver_def, field), name))
+            self._check_saver_def()
+            self._sharded = self.saver_def.sharded
+            self._max_to_keep = self.saver_def.max_to_keep
+            self._keep_hours = self.saver_def.keep_checkpoint_every_n_hours
+        self._retention = initial_state(self._policy(), self._clock())
+        if not defer_build and (template is not None or var_list is not None):
+            self.build()
+
+    # ------------------------------------------------------------------ building
+
+    def _policy(self) -> RetentionPolicy:
+        return RetentionPolicy(max_to_keep=self._max_to_keep, keep_checkpoint_every_n_hours=self._keep_hours)
+
+    def _check_saver_def(self) -> None:
+        if not self.saver_def.save_tensor_name:
+            raise ValueError(f"saver_def must specify the save_tensor_name: {self.saver_def}")
+        if not self.saver_def.restore_op_name:
+            raise ValueError(f"saver_def must specify the restore_op_name: {self.saver_def}")
+
+    def build(self, template: Any = None) -> None:
+        """Builds the graph from the template (or ``template``) and var_list; idempotent."""
+        if self._is_built:
+            return
+        if template is not None:
+            self._template = template
+        saveables = tuple(saveables_from_pytree(self._template, self._var_list)) if (
+            self._template is not None or self._var_list is not None
+        ) else ()
+        if not saveables:
+            if self._allow_empty:
+                self._is_empty = True
+                self._is_built = True
+                return
+            raise ValueError("No variables to save")
+        self._is_empty = False
+        self._saveables = saveables
+        if self._builder is None:
+            self._builder = SaverBuilder()
+        scope = self._name or "save"
+        if self.saver_def is not None:
+            scope = self.saver_def.filename_tensor_name.rsplit("/", 1)[0]
+        self._graph, built_def = self._builder.build(
+            saveables,
+            reshape=self._reshape,
+            sharded=self._sharded,
+            max_to_keep=self._max_to_keep,
+            keep_checkpoint_every_n_hours=self._keep_hours,
+            name=scope,
+            restore_sequentially=self._restore_sequentially,
+            filename=self._filename or "model",
+        )
+        if self.saver_def is None:
+            self.saver_def = built_def
+        self._is_built = True
+        self._retention = initial_state(self._policy(), self._clock())
+
+    @property
+    def graph(self) -> SaverGraph | None:
+        """The built :class:`SaverGraph` (None until built)."""
+        return self._graph
+
+    @property
+    def saveables(self) -> tuple[Saveable, ...]:
+        return self._saveables
+
+    @property
+    def builder(self) -> SaverBuilder | None:
+        return self._builder
+
+    def as_saver_def(self) -> saver_pb2.SaverDef | None:
+        """The ``SaverDef`` describing this saver."""
+        return self.saver_def
+
+    def to_proto(self, export_scope: str | None = None) -> saver_pb2.SaverDef | None:
+        """The ``SaverDef`` with ``export_scope`` stripped (None if a name is outside it)."""
+        if self.saver_def is None:
+            return None
+        if export_scope is None:
+            return self.saver_def
+        names = (self.saver_def.filename_tensor_name, self.saver_def.save_tensor_name, self.saver_def.restore_op_name)
+        if not all(n.startswith(export_scope) for n in names):
+            return None
+        out = saver_pb2.SaverDef()
+        out.CopyFrom(self.saver_def)
+        out.filename_tensor_name = _strip_scope(out.filename_tensor_name, export_scope)
+        out.save_tensor_name = _strip_scope(out.save_tensor_name, export_scope)
+        out.restore_op_name = _strip_scope(out.restore_op_name, export_scope)
+        return out
+
+    @staticmethod
+    def from_proto(saver_def: saver_pb2.SaverDef, import_scope: str | None = None, *, template: Any = None) -> Saver:
+        """A saver recreated from a ``SaverDef`` (and optionally a template)."""
+        return Saver(saver_def=saver_def, name=import_scope, template=template)
+
+    # ------------------------------------------------------------------ retention state
+
+    @property
+    def last_checkpoints(self) -> list[str]:
+        """The checkpoints this saver keeps track of, oldest first."""
+        return list(self._retention.paths)
+
+    def set_last_checkpoints(self, last_checkpoints: list[str]) -> None:
+        """Replaces the tracked list (timestamps +inf: never removed by the hours rule)."""
+        assert isinstance(last_checkpoints, list)
+        self._retention = with_last_checkpoints(self._retention, last_checkpoints)
+
+    def set_last_checkpoints_with_time(self, last_checkpoints_with_time: list[tuple[str, float]]) -> None:
+        """Replaces the tracked list with ``(path, timestamp)`` pairs."""
+        assert isinstance(last_checkpoints_with_time, list)
+        self._retention = with_last_checkpoints(self._retention, last_checkpoints_with_time)
+
+    def recover_last_checkpoints(self, checkpoint_paths: list[str]) -> None:
+        """Tracks the given checkpoints that still exist, timestamped by their mtimes."""
+        pairs = []
+        for path in checkpoint_paths:
+            mtimes = get_checkpoint_mtimes([path])
+            if mtimes:
+                pairs.append((path, mtimes[0]))
+        self.set_last_checkpoints_with_time(pairs)
+
+    # ------------------------------------------------------------------ save
+
+    def save(
+        self,
+        values: Any,
+        save_path: Any,
+        global_step: Any = None,
+        latest_filename: str | None = None,
+        meta_graph_suffix: str = "meta",
+        write_meta_graph: bool = True,
+        write_state: bool = True,
+    ) -> str | None:
+        """Saves ``values`` (a pytree shaped like the template) to a checkpoint.
+
+        Returns:
+            The checkpoint prefix (``save_path`` or ``save_path-<step>``), None if the saver is
+            empty.
+
+        Raises:
+            RuntimeError: ``defer_build=True`` and :meth:`build` was not called.
+            ValueError: ``latest_filename`` has path components or collides with ``save_path``;
+                the parent directory does not exist.
+        """
+        if not self._is_built:
+            if self._defer_build:
+                raise RuntimeError("`build()` should be called before save if defer_build==True")
+            self.build(values)
+        if latest_filename is None:
+            latest_filename = "checkpoint"
+        if os.path.split(latest_filename)[0]:
+            raise ValueError("'latest_filename' must not contain path components")
+        save_path = os.fspath(save_path) if not isinstance(save_path, bytes) else save_path.decode()
+        if global_step is not None:
+            step = _global_step_int(global_step)
+            checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
+        else:
+            checkpoint_file = save_path
+            if os.path.basename(save_path) == latest_filename and not self._sharded:
+                raise ValueError(
+                    f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'"
+                )
+        store, key = resolve(save_path)
+        save_path_parent = store.dirname(key)
+        if self._is_empty:
+            model_checkpoint_path = None
+        else:
+            leaves = flatten_values(values, self._saveables)
+            try:
+                model_checkpoint_path = self._graph.run(
+                    self.saver_def.save_tensor_name, leaves, filename=checkpoint_file
+                )
+            except CheckpointNotFoundError:
+                if store.atomic_rename and not store.isdir(save_path_parent or "."):
+                    raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from None
+                raise
+            if write_state:
+                self._retention, doomed = record_checkpoint(
+                    self._policy(), self._retention, model_checkpoint_path, self._clock()
+                )
+                update_checkpoint_state_internal(
+                    save_dir=os.path.dirname(save_path),
+                    model_checkpoint_path=model_checkpoint_path,
+                    all_model_checkpoint_paths=self.last_checkpoints,
+                    latest_filename=latest_filename,
+                    save_relative_paths=self._save_relative_paths,
+                )
+                for prefix in doomed:
+                    try:
+                        remove_checkpoint(prefix, self.saver_def.version, meta_graph_suffix)
+                    except Exception as err:  # the seed ignores failures here too
+                        logger.warning("Ignoring: %s", err)
+        if write_meta_graph:
+            self.export_meta_graph(meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix))
+        return model_checkpoint_path
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self, save_path: Any, target: Any = None) -> Any:
+        """Restores a checkpoint; returns a pytree shaped like ``target`` or the template.
+
+        Leaves the saver does not cover (a subset saver) keep the target's values. Without a
+        template or target, returns every tensor as a nested dict of numpy arrays.
+
+        Raises:
+            ValueError: ``save_path`` is None or not a checkpoint.
+            NotFoundError: keys are missing (all of them are listed).
+            InvalidArgumentError: shapes (without ``reshape``) or dtypes differ (all listed).
+        """
+        if self._is_empty:
+            return target if target is not None else self._template
+        if save_path is None:
+            raise ValueError("Can't load save_path when it is None.")
+        save_path = os.fspath(save_path) if not isinstance(save_path, bytes) else save_path.decode()
+        if not checkpoint_exists(save_path):
+            raise ValueError(f"The passed save_path is not a valid checkpoint: {save_path}")
+        logger.info("Restoring parameters from %s", save_path)
+        if not self._is_built:
+            if target is None:
+                return restore_as_numpy(save_path)
+            self.build(target)
+        tree = target if target is not None else self._template
+        shardings = None
+        if target is not None:
+            target_leaves = flatten_values(target, self._saveables)
+            shardings = [
+                getattr(leaf, "sharding", None) if s.kind == LeafKind.JAX_ARRAY else s.specs[0].sharding
+                for s, leaf in zip(self._saveables, target_leaves)
+            ]
+        leaves = self._graph.run(self.saver_def.restore_op_name, filename=save_path, shardings=shardings)
+        if tree is None:
+            return {s.name: leaf for s, leaf in zip(self._saveables, leaves)}
+        return unflatten_like(tree, self._saveables, {s.name: leaf for s, leaf in zip(self._saveables, leaves)})
+
+    # ------------------------------------------------------------------ meta graph
+
+    def export_meta_graph(self, filename: Any = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
+        """A ``MetaGraphDef`` holding the ``SaverDef`` and the tree's leaves; written if ``filename``."""
+        meta = meta_graph_pb2.MetaGraphDef()
+        meta.meta_info_def.meta_graph_version = "jaxsaver-1"
+        meta.meta_info_def.tags.append("jaxsaver")
+        saver_def = self.to_proto(export_scope)
+        if saver_def is not None:
+            meta.saver_def.CopyFrom(saver_def)
+        leaves = [
+            {
+                "name": s.name,
+                "path": jax.tree_util.keystr(s.path),
+                "kind": s.kind.value,
+                "dtype": str(s.dtype),
+                "shape": list(s.shape),
+                "prng_impl": s.prng_impl,
+            }
+            for s in self._saveables
+        ]
+        tree = {"leaves": leaves}
+        if self._template is not None:
+            tree["treedef"] = str(jax.tree_util.tree_structure(self._template))
+        meta.collection_def[TREE_COLLECTION].bytes_list.value.append(json.dumps(tree).encode())
+        if filename is not None:
+            store, key = resolve(filename)
+            store.write(key, meta.SerializeToString())
+        return meta
