@@ -27,12 +27,20 @@ from jaxsaver.saveables import LeafKind as LeafKind
 from jaxsaver.saveables import Saveable as Saveable
 from jaxsaver.saveables import SaveSpec as SaveSpec
 from jaxsaver.saveables import saveables_from_pytree as saveables_from_pytree
+from jaxsaver.reader import CheckpointReader as CheckpointReader
+from jaxsaver.reader import list_variables as list_variables
+from jaxsaver.reader import load_checkpoint as load_checkpoint
+from jaxsaver.reader import load_variable as load_variable
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointReader",
+    "list_variables",
+    "load_checkpoint",
+    "load_variable",
     "FilenamePlaceholder",
     "LeafKind",
     "SaveSpec",

@@ -18,7 +18,10 @@ import numpy as np
 
 from jaxsaver._format.slices import Extent
 
-__all__ = ["ShardWrite", "device_name", "plan_writes", "group_by_device", "HOST_DEVICE", "unique_indices"]
+__all__ = [
+    "ShardWrite", "SliceRead", "device_name", "plan_writes", "group_by_device", "HOST_DEVICE", "unique_indices",
+    "plan_reads", "scatter_runs",
+]
 
 #: The group of values that live on the host (numpy arrays, Python scalars).
 HOST_DEVICE = "/job:localhost/replica:0/task:0/device:CPU:0"
@@ -108,3 +111,130 @@ def unique_indices(sharding: Any, shape: tuple[int, ...]) -> list[tuple[tuple[Ex
         extents = _extents_from_index(index, shape) if index is not None else tuple((0, d) for d in shape)
         blocks.setdefault(extents, []).append(device)
     return list(blocks.items())
+
+
+# ----------------------------------------------------------------------------- restore plan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceRead:
+    """One stored slice (or an unsliced tensor) and the target blocks it feeds."""
+
+    #: The stored slice's extents as written in its key (None: the unsliced tensor itself).
+    key_extents: tuple[Extent, ...] | None
+    #: The stored slice's resolved extents in the full tensor.
+    stored: tuple[Extent, ...]
+    #: ``(block index, overlap extents)`` for every target block it intersects.
+    pieces: tuple[tuple[int, tuple[Extent, ...]], ...]
+    #: True when the pieces cover the whole stored slice (it is read once, whole).
+    complete: bool
+
+
+def _intersect(a: Sequence[Extent], b: Sequence[Extent]) -> tuple[Extent, ...] | None:
+    out = []
+    for (sa, la), (sb, lb) in zip(a, b):
+        start = max(sa, sb)
+        stop = min(sa + la, sb + lb)
+        if stop <= start:
+            return None
+        out.append((start, stop - start))
+    return tuple(out)
+
+
+def _count(extents: Sequence[Extent]) -> int:
+    n = 1
+    for _, length in extents:
+        n *= length
+    return n
+
+
+def plan_reads(
+    name: str,
+    stored: Sequence[tuple[tuple[Extent, ...] | None, tuple[Extent, ...]]],
+    blocks: Sequence[tuple[Extent, ...]],
+) -> list[SliceRead]:
+    """Which stored slices each target block reads from (TF's slice reassembly, planned once).
+
+    Args:
+        name: the tensor's name (for messages).
+        stored: ``(key extents or None, resolved extents)`` of every stored slice.
+        blocks: resolved extents of the distinct target blocks.
+
+    Raises:
+        ValueError: a block is not exactly covered by the stored slices (missing or
+            overlapping slices).
+    """
+    covered = [0] * len(blocks)
+    reads = []
+    for key_extents, extents in stored:
+        pieces = []
+        for b, block in enumerate(blocks):
+            overlap = _intersect(extents, block)
+            if overlap is not None:
+                pieces.append((b, overlap))
+                covered[b] += _count(overlap)
+        if pieces:
+            used = sum(_count(o) for _, o in pieces)
+            reads.append(SliceRead(key_extents=key_extents, stored=tuple(extents), pieces=tuple(pieces),
+                                   complete=used == _count(extents)))
+    bad = [blocks[b] for b in range(len(blocks)) if covered[b] != _count(blocks[b])]
+    if bad:
+        raise ValueError(
+            f"tensor {name!r}: the stored slices do not cover target block(s) "
+            + ", ".join(str(list(e)) for e in bad[:8])
+            + " exactly (Does not have sufficient slices, or overlapping slices)"
+        )
+    return reads
+
+
+def scatter_runs(
+    itemsize: int, read: SliceRead, blocks: Sequence[tuple[Extent, ...]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The stored slice's bytes as contiguous runs in file order, each mapped into a block.
+
+    Only for a ``complete`` read: the runs tile the stored slice's bytes exactly, so one ranged
+    read of the whole slice can be scattered (``preadv``) straight into the target blocks.
+
+    Returns:
+        ``(file_offsets, block_indices, block_offsets, lengths)`` in bytes, sorted by file offset;
+        file offsets are relative to the stored slice's first byte.
+    """
+    stored = read.stored
+    rank = len(stored)
+    k = rank
+    while k > 0 and all(
+        overlap[k - 1] == stored[k - 1] == blocks[b][k - 1] for b, overlap in read.pieces
+    ):
+        k -= 1
+    s_shape = [n for _, n in stored]
+    s_strides = [itemsize] * rank
+    for axis in range(rank - 2, -1, -1):
+        s_strides[axis] = s_strides[axis + 1] * s_shape[axis + 1]
+    if k == 0:
+        total = _count(stored) * itemsize
+        (b, _), = read.pieces
+        return (np.zeros(1, np.int64), np.array([b], np.int64), np.zeros(1, np.int64),
+                np.array([total], np.int64))
+    j = k - 1
+    file_offs, block_ids, block_offs, lengths = [], [], [], []
+    for b, overlap in read.pieces:
+        block = blocks[b]
+        b_shape = [n for _, n in block]
+        b_strides = [itemsize] * rank
+        for axis in range(rank - 2, -1, -1):
+            b_strides[axis] = b_strides[axis + 1] * b_shape[axis + 1]
+        f = np.zeros(1, np.int64) + (overlap[j][0] - stored[j][0]) * s_strides[j]
+        o = np.zeros(1, np.int64) + (overlap[j][0] - block[j][0]) * b_strides[j]
+        for axis in range(j):
+            start, length = overlap[axis]
+            idx = np.arange(start, start + length, dtype=np.int64)
+            f = (f[:, None] + ((idx - stored[axis][0]) * s_strides[axis])[None, :]).reshape(-1)
+            o = (o[:, None] + ((idx - block[axis][0]) * b_strides[axis])[None, :]).reshape(-1)
+        file_offs.append(f)
+        block_offs.append(o)
+        block_ids.append(np.full(f.shape, b, np.int64))
+        lengths.append(np.full(f.shape, overlap[j][1] * s_strides[j], np.int64))
+    file_off = np.concatenate(file_offs)
+    order = np.argsort(file_off, kind="stable")
+    return (file_off[order], np.concatenate(block_ids)[order], np.concatenate(block_offs)[order],
+            np.concatenate(lengths)[order])

@@ -19,6 +19,7 @@ import os
 import posixpath
 import secrets
 import threading
+import time
 from typing import Any
 
 from jaxsaver._errors import (
@@ -143,6 +144,23 @@ def _os_error(err: OSError, url: str) -> Exception:
     return StorageError(f"{url}: {err.strerror or err}")
 
 
+# The local writer asks the kernel to start writing back every this many bytes, so the disk
+# works while later data is still being copied in and the final fsync has little left to do.
+_WRITEBACK_BYTES = 8 << 20
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Starts asynchronous writeback of a just-written range (a hint; errors are ignored).
+
+    ``POSIX_FADV_DONTNEED`` makes Linux queue the range's dirty pages for writeback without
+    waiting; pages still dirty or under writeback stay cached.
+    """
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError):
+        pass
+
+
 class _LocalWriter(ObjectWriter):
     def __init__(self, path: str) -> None:
         self._path = path
@@ -151,12 +169,18 @@ class _LocalWriter(ObjectWriter):
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as err:
             raise _os_error(err, path) from None
+        self._written = 0
+        self._hinted = 0
 
     def write(self, data: Any) -> None:
         view = memoryview(data).cast("B")
         while view.nbytes:
             written = os.write(self._fd, view)
             view = view[written:]
+            self._written += written
+        if self._written - self._hinted >= _WRITEBACK_BYTES:
+            _start_writeback(self._fd, self._hinted, self._written - self._hinted)
+            self._hinted = self._written
 
     def commit(self) -> None:
         os.fsync(self._fd)
@@ -326,77 +350,147 @@ LOCAL = LocalStore()
 
 
 # --------------------------------------------------------------------------- tensorstore kvstores
+# (owned by the object-store work: KvStore, _KvWriter, resolve; see jaxsaver/_object_store.py)
 
 
 class _KvWriter(ObjectWriter):
+    """Buffers one object (at most the store's object cap) and puts it in one request on commit."""
+
     def __init__(self, store: KvStore, key: str) -> None:
         self._store = store
         self._key = key
-        self._chunks: list[bytes] = []
+        self._single: bytes | None = None  # a lone bytes write is kept without a copy
+        self._buffer = bytearray()
+        self._size = 0
 
     def write(self, data: Any) -> None:
-        self._chunks.append(bytes(memoryview(data).cast("B")))
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        cap = self._store.max_object_bytes
+        if self._size + n > cap:
+            size = self._size + n
+            self.abort()
+            raise StorageError(
+                f"{self._store.url(self._key)}: object would be {size} bytes, over this store's "
+                f"limit of {cap} bytes per object (JAXSAVER_MAX_OBJECT_BYTES): split the data over "
+                "more bundles (e.g. a sharded save with smaller device groups)"
+            )
+        if not n:
+            return
+        if self._size == 0 and isinstance(data, bytes):
+            self._single = data
+        else:
+            if self._single is not None:
+                self._buffer += self._single
+                self._single = None
+            self._buffer += view
+        self._size += n
 
     def commit(self) -> None:
-        value = b"".join(self._chunks)
-        self._chunks = []
-        self._store._put(self._key, value)
+        value: Any = self._single if self._single is not None else self._buffer
+        try:
+            self._store._put(self._key, value if self._size else b"", nbytes=self._size)
+        finally:
+            self.abort()
 
     def abort(self) -> None:
-        self._chunks = []
+        self._single = None
+        self._buffer = bytearray()
+        self._size = 0
 
 
 class KvStore(Store):
     """Any tensorstore kvstore (memory, gcs, s3, ...); keys are paths inside its root.
 
+    Every request runs under :class:`jaxsaver._object_store.RetryPolicy` (bounded retries of
+    transient failures, a deadline per try) and failures become typed jaxsaver errors naming the
+    user-facing URL (``s3://bucket/key``).
+
     Args:
         spec: a tensorstore kvstore spec (dict) or an opened ``tensorstore.KvStore``.
-        scheme: the URL prefix shown in messages, e.g. ``"memory://"``.
+        scheme: the URL prefix of keys in messages, e.g. ``"memory://"`` or ``"s3://bucket/"``.
+        max_object_bytes: the largest object :meth:`open_writer` accepts (default
+            ``JAXSAVER_MAX_OBJECT_BYTES``, 4 GiB; tensorstore's S3 driver cannot put 5 GiB).
+        retry: the retry policy (default from the environment).
     """
 
     atomic_rename = False
 
-    def __init__(self, spec: Any, scheme: str = "") -> None:
+    def __init__(
+        self,
+        spec: Any,
+        scheme: str = "",
+        *,
+        max_object_bytes: int | None = None,
+        retry: Any = None,
+    ) -> None:
         import tensorstore as ts
 
+        from jaxsaver import _object_store as obj
+
         self._ts = ts
+        self._obj = obj
+        self._scheme = scheme
+        self.retry = retry if retry is not None else obj.RetryPolicy.from_env()
+        self.max_object_bytes = int(max_object_bytes) if max_object_bytes else obj.max_object_bytes()
         if isinstance(spec, ts.KvStore):
             self._kv = spec
         else:
             try:
-                self._kv = ts.KvStore.open(spec).result()
+                self._kv = ts.KvStore.open(spec).result(timeout=self.retry.timeout)
             except Exception as err:  # tensorstore raises ValueError for every status
-                raise StorageError(f"cannot open store {spec!r}: {err}") from None
-        self._scheme = scheme
+                raise StorageError(f"cannot open store {self._scheme or spec!r}: {err}") from None
+        self.spec: dict[str, Any] = dict(spec) if isinstance(spec, dict) else self._kv.spec().to_json()
+        self.driver: str = self.spec.get("driver", "")
+        self._written: dict[str, float] = {}  # mtimes of objects this process put
 
     def url(self, key: str) -> str:
         return f"{self._scheme}{key}"
 
-    def _error(self, err: Exception, key: str) -> Exception:
-        text = str(err)
-        if "PERMISSION_DENIED" in text or "403" in text:
-            return PermissionDeniedError(f"{self.url(key)}: permission denied: {text}")
-        if "NOT_FOUND" in text:
-            return CheckpointNotFoundError(f"{self.url(key)}: not found: {text}")
-        return StorageError(f"{self.url(key)}: {text}")
+    def _call(self, start: Any, key: str, *, nbytes: int = 0, operation: str = "", handle: Any = None) -> Any:
+        return self._obj.call(
+            start, url=self.url(key), policy=self.retry, nbytes=nbytes, operation=operation, handle=handle
+        )
 
-    def _put(self, key: str, value: bytes | None) -> None:
+    def _put(self, key: str, value: Any, nbytes: int | None = None) -> None:
+        nbytes = len(value) if nbytes is None and value is not None else (nbytes or 0)
+        held = self._obj.INFLIGHT.acquire(nbytes)
         try:
-            self._kv.write(key, value).result()
-        except Exception as err:
-            raise self._error(err, key) from None
+            self._call(
+                lambda: self._kv.write(key, value), key, nbytes=nbytes,
+                operation="delete" if value is None else "write",
+            )
+        finally:
+            self._obj.INFLIGHT.release(held)
+        if value is None:
+            self._written.pop(key, None)
+        else:
+            self._written[key] = time.time()
+
+    def _stat(self, key: str) -> Any:
+        result = self._call(lambda: self._kv.read(key, byte_range=slice(0, 0)), key, operation="stat")
+        if result.state != "value":
+            raise CheckpointNotFoundError(f"{self.url(key)}: no such object")
+        return result
 
     def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
         end = None if size is None else offset + size
-        try:
-            result = self._kv.read(key, byte_range=slice(offset, end)).result()
-        except Exception as err:
-            text = str(err)
-            if "OUT_OF_RANGE" in text:
+        byte_range = slice(offset, end) if (offset or end is not None) else None
+
+        def out_of_range(err: BaseException) -> Any:
+            if self._obj.status_of(err) == "OUT_OF_RANGE":
+                total = self._obj.size_from_error(err)
+                has = f", object has {total}" if total is not None else ""
                 raise DataLossError(
-                    f"{self.url(key)}: truncated: wanted {size} bytes at offset {offset}"
+                    f"{self.url(key)}: truncated: wanted {size if size is not None else 'all'} bytes "
+                    f"at offset {offset}{has}"
                 ) from None
-            raise self._error(err, key) from None
+            return None
+
+        result = self._call(
+            lambda: self._kv.read(key, byte_range=byte_range), key, nbytes=size or 0,
+            operation="read", handle=out_of_range,
+        )
         if result.state != "value":
             raise CheckpointNotFoundError(f"{self.url(key)}: no such object")
         data = result.value
@@ -406,43 +500,91 @@ class KvStore(Store):
             )
         return data
 
+    def _byte_exists(self, key: str, offset: int) -> bool:
+        """Whether the object has a byte at ``offset`` (False also when it is missing)."""
+
+        def out_of_range(err: BaseException) -> Any:
+            return (False,) if self._obj.status_of(err) == "OUT_OF_RANGE" else None
+
+        result = self._call(
+            lambda: self._kv.read(key, byte_range=slice(offset, offset + 1)), key, operation="stat",
+            handle=out_of_range,
+        )
+        if isinstance(result, tuple):
+            return False
+        return result.state == "value" and len(result.value) == 1
+
     def size(self, key: str) -> int:
-        # tensorstore has no stat; a zero-length range read reports existence only, so read all.
-        return len(self.read(key))
+        """The object's size: from the store's out-of-range answer where it carries one (memory,
+        S3), else by probing single bytes (GCS: about 2·log2(size) small requests)."""
+        far = 1 << 62
+
+        def out_of_range(err: BaseException) -> Any:
+            if self._obj.status_of(err) == "OUT_OF_RANGE":
+                return (self._obj.size_from_error(err),)
+            return None
+
+        result = self._call(
+            lambda: self._kv.read(key, byte_range=slice(far, far + 1)), key, operation="stat", handle=out_of_range
+        )
+        if not isinstance(result, tuple):
+            if result.state != "value":
+                raise CheckpointNotFoundError(f"{self.url(key)}: no such object")
+        elif result[0] is not None:
+            return result[0]
+        self._stat(key)  # raises if missing
+        if not self._byte_exists(key, 0):
+            return 0
+        lo, hi = 1, 2  # invariant: size >= lo; probe doubling until a byte at hi-1 is missing
+        while self._byte_exists(key, hi - 1):
+            lo, hi = hi, hi * 2
+        while lo < hi:  # size in [lo, hi): find the first missing byte
+            mid = (lo + hi) // 2
+            if self._byte_exists(key, mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def exists(self, key: str) -> bool:
-        try:
-            return self._kv.read(key, byte_range=slice(0, 0)).result().state == "value"
-        except Exception as err:
-            raise self._error(err, key) from None
+        result = self._call(lambda: self._kv.read(key, byte_range=slice(0, 0)), key, operation="stat")
+        return result.state == "value"
 
     def open_writer(self, key: str) -> ObjectWriter:
         return _KvWriter(self, key)
 
+    def write(self, key: str, data: Any) -> None:
+        """Puts a whole object in one request (no copy for ``bytes``)."""
+        writer = _KvWriter(self, key)
+        writer.write(data)
+        writer.commit()
+
     def list(self, prefix: str) -> list[str]:
         ts = self._ts
         rng = ts.KvStore.KeyRange(inclusive_min=prefix, exclusive_max=_prefix_end(prefix))
-        try:
-            keys = self._kv.list(rng).result()
-        except Exception as err:
-            raise self._error(err, prefix) from None
+        keys = self._call(lambda: self._kv.list(rng), prefix, operation="list")
         return sorted(k.decode("utf-8", "surrogateescape") for k in keys)
 
     def delete(self, key: str) -> None:
         self._put(key, None)
 
     def rename(self, src: str, dst: str) -> None:
+        """Copies then deletes (object stores cannot rename): neither atomic nor cheap."""
         self._put(dst, self.read(src))
         self.delete(src)
 
     def mtime(self, key: str) -> float:
-        try:
-            result = self._kv.read(key, byte_range=slice(0, 0)).result()
-        except Exception as err:
-            raise self._error(err, key) from None
-        if result.state != "value":
-            raise CheckpointNotFoundError(f"{self.url(key)}: no such object")
-        return float(result.stamp.time)
+        """Creation time: GCS's generation, S3's Last-Modified (through botocore if installed),
+        else the time this process wrote it, else now (tensorstore reports no object times)."""
+        result = self._stat(key)
+        when = None
+        if self.driver == "gcs":
+            when = self._obj.gcs_generation_time(bytes(result.stamp.generation))
+        elif self.driver == "s3":
+            when = self._obj.s3_last_modified(self.spec, self.spec.get("path", "") + key)
+        if when is None:
+            when = self._written.get(key)
+        return float(when if when is not None else result.stamp.time)
 
 
 def _prefix_end(prefix: str) -> str:
@@ -458,34 +600,51 @@ def _prefix_end(prefix: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-_MEMORY_STORES: dict[str, KvStore] = {}
-_MEMORY_LOCK = threading.Lock()
+_STORES: dict[str, KvStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _cached_store(spec: dict[str, Any], scheme: str) -> KvStore:
+    """One :class:`KvStore` per spec (per bucket and endpoint) per process."""
+    from jaxsaver._object_store import cache_key
+
+    key = cache_key(spec)
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = KvStore(spec, scheme=scheme)
+        return store
 
 
 def _memory_store() -> KvStore:
-    with _MEMORY_LOCK:
-        store = _MEMORY_STORES.get("")
-        if store is None:
-            store = KvStore({"driver": "memory"}, scheme="memory://")
-            _MEMORY_STORES[""] = store
-        return store
+    return _cached_store({"driver": "memory"}, "memory://")
+
+
+def _key_in_store(path: str) -> str:
+    """The key part of a URL (``s3://bucket/key`` -> ``key``, ``memory://key`` -> ``key``)."""
+    scheme, sep, rest = path.partition("://")
+    if not sep:
+        return path
+    if scheme.lower() in ("s3", "gs", "gcs"):
+        return rest.partition("/")[2]
+    return rest
 
 
 def resolve(path: Any, storage: Any = None) -> tuple[Store, str]:
     """Maps a user path (local path or URL) to ``(store, key)``.
 
     Args:
-        path: a local path (str or ``os.PathLike``), or ``memory://...``.
-        storage: optional override: a :class:`Store`, or a tensorstore kvstore spec (dict) whose
-            root ``path`` is used as the key prefix.
+        path: a local path (str or ``os.PathLike``), ``memory://key``, ``s3://bucket/key`` or
+            ``gs://bucket/key`` (see :mod:`jaxsaver._object_store` for the environment each
+            honours). Keys of object stores are paths inside the bucket.
+        storage: optional override: a :class:`Store`, or a tensorstore kvstore spec (dict, e.g.
+            ``{"driver": "s3", "bucket": ..., "endpoint": ...}``), or an opened
+            ``tensorstore.KvStore``; ``path`` is then a key in it (a URL's scheme and bucket are
+            dropped).
 
     Raises:
         InvalidArgumentError: the path is not a string or uses an unknown scheme.
     """
-    if isinstance(storage, Store):
-        return storage, os.fspath(path)
-    if storage is not None:
-        return KvStore(storage, scheme="kvstore:"), os.fspath(path)
     try:
         path = os.fspath(path)
     except TypeError:
@@ -494,13 +653,28 @@ def resolve(path: Any, storage: Any = None) -> tuple[Store, str]:
         ) from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    if isinstance(storage, Store):
+        return storage, _key_in_store(path)
+    if storage is not None:
+        from jaxsaver._object_store import url_root_of
+
+        if isinstance(storage, dict):
+            return _cached_store(storage, url_root_of(storage)), _key_in_store(path)
+        return KvStore(storage, scheme="kvstore://"), _key_in_store(path)
     if "://" in path:
         scheme, _, rest = path.partition("://")
+        scheme = scheme.lower()
         if scheme == "memory":
             return _memory_store(), rest
         if scheme == "file":
             return LOCAL, rest
+        if scheme in ("s3", "gs", "gcs"):
+            from jaxsaver import _object_store as obj
+
+            url = obj.parse_url(path)
+            return _cached_store(obj.spec_for(url), url.root), url.key
         raise InvalidArgumentError(
-            f"unsupported storage scheme {scheme!r} in {path!r}: use a local path or memory://"
+            f"unsupported storage scheme {scheme!r} in {path!r}: use a local path, s3://, gs:// "
+            "or memory://, or pass storage= (a tensorstore kvstore spec)"
         )
     return LOCAL, path

@@ -78,7 +78,7 @@ class SaverGraph:
 
     def op(self, name: str) -> Callable[..., Any]:
         """The op called ``name`` (with or without the ``:0`` output suffix)."""
-        op = self.ops.get(name) or self.ops.get(name.split(":")[0])
+        op = self.ops.get(name) or self.ops.get(name.split(":")[0]) or self.ops.get(name + ":0")
         if op is None:
             raise NotFoundError(f"op {name!r} is not in saver graph {self.scope!r}: {sorted(self.ops)}")
         return op
@@ -111,7 +111,13 @@ class SaverBuilder:
     """
 
     def __init__(self) -> None:
-        self._snapshot_fn = jax.jit(_snapshot)
+        # A function object of its own per builder: jax shares the compilation cache of one
+        # function object across every ``jax.jit`` of it, so ``jax.jit(_snapshot)`` would make
+        # ``_cache_size()`` count the compilations of every saver in the process.
+        def snapshot(leaves: tuple[Any, ...]) -> tuple[Any, ...]:
+            return _snapshot(leaves)
+
+        self._snapshot_fn = jax.jit(snapshot)
         self._finalize_fns: dict[tuple, Callable] = {}
 
     @property
@@ -141,35 +147,56 @@ class SaverBuilder:
         self, reader: BundleReader, saveables: Sequence[Saveable], *, restore_sequentially: bool,
         reshape: bool, shardings: Sequence[Any],
     ) -> list[Any]:
-        """Reads every saveable's tensor (or, for sharded targets, each addressable block)."""
+        """Reads every saveable's tensor (or, for sharded targets, each addressable block).
 
-        def read(i: int) -> Any:
-            saveable = saveables[i]
-            sharding = shardings[i]
-            stored_shape = reader.shape(saveable.name)
-            if sharding is not None and stored_shape == saveable.shape:
-                return [
-                    (extents, devices, reader.get_slice(saveable.name, extents))
-                    for extents, devices in unique_indices(sharding, saveable.shape)
-                ]
-            array = reader.get_tensor(saveable.name)
-            if reshape and array.shape != saveable.shape:
-                array = array.reshape(saveable.shape)
-            return array
+        For a sharded target each distinct addressable block (replicas share one) is filled from
+        the stored slices that intersect it; every stored slice is read at most once, straight
+        into the blocks, and the reads of all tensors run concurrently (one task per stored
+        slice). Returns, per saveable, a numpy array or ``[(extents, devices, block), ...]``.
+        """
+        from jaxsaver._sharded_read import BlockReads
 
-        indices = range(len(saveables))
-        if restore_sequentially or len(saveables) < 2:
-            return [read(i) for i in indices]
-        with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(saveables))) as pool:
-            return list(pool.map(read, indices))
+        plans: dict[int, BlockReads] = {}
+        tasks: list[Callable[[], None]] = []
+        whole: list[int] = []
+        for i, (saveable, sharding) in enumerate(zip(saveables, shardings)):
+            if sharding is not None and reader.shape(saveable.name) == saveable.shape:
+                blocks = unique_indices(sharding, saveable.shape)
+                plan = plans[i] = BlockReads(
+                    reader, saveable.name, [extents for extents, _ in blocks], [devices for _, devices in blocks]
+                )
+                tasks.extend(plan.tasks())
+            else:
+                whole.append(i)
+        results: dict[int, Any] = {}
+
+        def read_whole(i: int) -> None:
+            array = reader.get_tensor(saveables[i].name)
+            if reshape and array.shape != saveables[i].shape:
+                array = array.reshape(saveables[i].shape)
+            results[i] = array
+
+        tasks.extend(lambda i=i: read_whole(i) for i in whole)
+        if restore_sequentially or len(tasks) < 2:
+            for task in tasks:
+                task()
+        else:
+            with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(tasks))) as pool:
+                for future in [pool.submit(task) for task in tasks]:
+                    future.result()
+        for i, plan in plans.items():
+            results[i] = list(zip(plan.blocks, plan.devices, plan.outs))
+        return [results[i] for i in range(len(saveables))]
 
     def restore_op(self, saveable: Saveable, data: Any, sharding: Any) -> Any:
         """Turns what :meth:`bulk_restore` read into a leaf of the saveable's kind."""
         if isinstance(data, list):
-            arrays = []
-            for extents, devices, block in data:
-                for device in devices:
-                    arrays.append(jax.device_put(block, device))
+            blocks, devices = [], []
+            for _, block_devices, block in data:
+                for device in block_devices:
+                    blocks.append(block)
+                    devices.append(device)
+            arrays = jax.device_put(blocks, devices)
             return jax.make_array_from_single_device_arrays(saveable.shape, sharding, arrays)
         if saveable.kind == LeafKind.JAX_ARRAY:
             return jax.device_put(data, sharding) if sharding is not None else jax.device_put(data)
@@ -207,8 +234,9 @@ class SaverBuilder:
                 builder.save_op(prefix, writes, host_values)
                 return prefix
             groups = group_by_device(writes)
-            store, key = resolve(prefix)
-            temp = store.join(key + "_temp", "part") if store.atomic_rename else key + ".part"
+            store, _ = resolve(prefix)
+            # Parts keep the user's spelling of the prefix (a URL stays a URL).
+            temp = f"{prefix}_temp/part" if store.atomic_rename else f"{prefix}.part"
             parts = [builder.sharded_filename(temp, k, len(groups)) for k in range(len(groups))]
             if len(groups) == 1:
                 builder.save_op(parts[0], groups[0][1], host_values)
@@ -234,11 +262,13 @@ class SaverBuilder:
                     reshape=reshape, shardings=reads,
                 )
             leaves = [builder.restore_op(s, d, t) for s, d, t in zip(saveables, data, reads)]
-            leaves = builder._finalize(saveables, leaves)
-            return [
+            # A PRNG key's target sharding is that of its key data (one more dimension than the
+            # key array): place the data, then wrap it (the keys follow the data's placement).
+            leaves = [
                 jax.device_put(leaf, t) if s.kind == LeafKind.PRNG_KEY and t is not None else leaf
                 for s, leaf, t in zip(saveables, leaves, targets)
             ]
+            return builder._finalize(saveables, leaves)
 
         graph.ops[f"{scope}/Const:0"] = placeholder
         graph.ops[f"{scope}/save_all"] = save_all
@@ -272,13 +302,15 @@ class SaverBuilder:
                 device_leaves.append(value)
             else:
                 host[i] = saveable.to_host(value)
-        if device_leaves:
-            snapshots = self._snapshot_fn(tuple(device_leaves))
+        # One jitted call per set of devices (a jitted call cannot take arguments committed to
+        # different devices); the common case, one mesh, is a single call.
+        for group in _group_by_devices(device_positions, device_leaves):
+            snapshots = self._snapshot_fn(tuple(host_leaf for _, host_leaf in group))
             for snap in snapshots:
                 for shard in snap.addressable_shards:
                     if shard.replica_id == 0:
                         shard.data.copy_to_host_async()
-            for i, snap in zip(device_positions, snapshots):
+            for (i, _), snap in zip(group, snapshots):
                 host[i] = snap
         return host
 
@@ -314,20 +346,46 @@ class SaverBuilder:
     def _finalize(self, saveables: Sequence[Saveable], leaves: list[Any]) -> list[Any]:
         """Wraps restored PRNG key data into typed keys, in one jitted call compiled once."""
         positions = [i for i, s in enumerate(saveables) if s.kind == LeafKind.PRNG_KEY]
-        if not positions:
-            return leaves
-        impls = tuple(saveables[i].prng_impl for i in positions)
-        fn = self._finalize_fns.get(impls)
-        if fn is None:
-
-            def finalize(arrays: tuple[Any, ...]) -> tuple[Any, ...]:
-                return tuple(jax.random.wrap_key_data(x, impl=impl) for impl, x in zip(impls, arrays))
-
-            fn = self._finalize_fns[impls] = jax.jit(finalize)
         out = list(leaves)
-        for i, key in zip(positions, fn(tuple(leaves[i] for i in positions))):
-            out[i] = key
+        for group in _group_by_devices(positions, [leaves[i] for i in positions], merge_uncommitted=False):
+            impls = tuple(saveables[i].prng_impl for i, _ in group)
+            fn = self._finalize_fns.get(impls)
+            if fn is None:
+
+                def finalize(arrays: tuple[Any, ...], impls: tuple = impls) -> tuple[Any, ...]:
+                    return tuple(jax.random.wrap_key_data(x, impl=impl) for impl, x in zip(impls, arrays))
+
+                fn = self._finalize_fns[impls] = jax.jit(finalize)
+            for (i, _), key in zip(group, fn(tuple(data for _, data in group))):
+                out[i] = key
         return out
+
+
+def _group_by_devices(
+    positions: Sequence[int], arrays: Sequence[Any], *, merge_uncommitted: bool = True
+) -> list[list[tuple[int, Any]]]:
+    """``(position, array)`` pairs grouped by the arrays' device assignment, in first-seen order.
+
+    With ``merge_uncommitted``, uncommitted arrays (which jit may move) join the first group, so
+    a tree on one mesh plus default-placed arrays stays one group.
+    """
+    groups: dict[Any, list[tuple[int, Any]]] = {}
+    floating: list[tuple[int, Any]] = []
+    for i, array in zip(positions, arrays):
+        if merge_uncommitted and not getattr(array, "committed", True):
+            floating.append((i, array))
+            continue
+        sharding = array.sharding
+        devices = getattr(sharding, "_device_assignment", None)
+        key = tuple(devices) if devices is not None else tuple(sorted(d.id for d in sharding.device_set))
+        groups.setdefault(key, []).append((i, array))
+    out = list(groups.values())
+    if floating:
+        if out:
+            out[0] = sorted(out[0] + floating, key=lambda pair: pair[0])
+        else:
+            out = [floating]
+    return out
 
 
 def _check_value(saveable: Saveable, value: Any) -> None:

@@ -61,12 +61,26 @@ def _prepend_scope(name: str, scope: str | None) -> str:
 
 
 def _global_step_int(global_step: Any) -> int:
+    if isinstance(global_step, bool):  # the seed accepts any numbers.Integral, bool included
+        return int(global_step)
     array = np.asarray(global_step)
     if array.shape != () or array.dtype.kind not in "iu":
         raise InvalidArgumentError(
             f"global_step must be an integer or a 0-d integer array, got {global_step!r}"
         )
     return int(array)
+
+
+def _target_sharding(saveable: Saveable, leaf: Any) -> Any:
+    """The sharding to restore ``saveable`` with, taken from a target leaf where it has one.
+
+    For a PRNG key this is the sharding of its key data (what the checkpoint stores).
+    """
+    if saveable.kind == LeafKind.JAX_ARRAY:
+        return getattr(leaf, "sharding", None)
+    if saveable.kind == LeafKind.PRNG_KEY and isinstance(leaf, jax.Array):
+        return jax.random.key_data(leaf).sharding
+    return saveable.specs[0].sharding
 
 
 def restore_as_numpy(save_path: Any) -> dict[str, Any]:
@@ -80,15 +94,14 @@ def restore_as_numpy(save_path: Any) -> dict[str, Any]:
     with BundleReader(save_path) as reader:
         for name in reader.keys():
             value = reader.get_tensor(name)
-            node = out
             parts = name.split("/")
+            node: Any = out
             for part in parts[:-1]:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    node = None
+                node = node.get(part, {})
+                if not isinstance(node, dict):
                     break
-                node = child
-            if node is None or not all(parts):
+            nestable = all(parts) and isinstance(node, dict) and parts[-1] not in node
+            if not nestable:
                 out[name] = value
                 continue
             node = out
@@ -399,10 +412,7 @@ class Saver:
         shardings = None
         if target is not None:
             target_leaves = flatten_values(target, self._saveables)
-            shardings = [
-                getattr(leaf, "sharding", None) if s.kind == LeafKind.JAX_ARRAY else s.specs[0].sharding
-                for s, leaf in zip(self._saveables, target_leaves)
-            ]
+            shardings = [_target_sharding(s, leaf) for s, leaf in zip(self._saveables, target_leaves)]
         leaves = self._graph.run(self.saver_def.restore_op_name, filename=save_path, shardings=shardings)
         if tree is None:
             return {s.name: leaf for s, leaf in zip(self._saveables, leaves)}

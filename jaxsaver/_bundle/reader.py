@@ -18,7 +18,7 @@ from jaxsaver._errors import (
     UnimplementedError,
 )
 from jaxsaver._format import dtypes
-from jaxsaver._format.crc import crc32c, mask
+from jaxsaver._format.crc import extend, mask
 from jaxsaver._format.slices import (
     Extent,
     SliceError,
@@ -38,6 +38,12 @@ __all__ = ["BundleReader", "TensorInfo"]
 # the bounding range is cheaper than many small ones.
 _MIN_RUN_BYTES = 1 << 16
 _MAX_RUNS = 4096
+# No array (even with a zero dimension) may have a product of non-zero dims times the largest
+# itemsize (complex128) beyond what numpy can index.
+_MAX_ITEMSIZE = 16
+_MAX_NBYTES = 2**63 - 1
+# Whole-tensor reads go in pieces of this size, each checksummed while it is in the CPU cache.
+_CHUNK_BYTES = 4 << 20
 
 
 class TensorInfo:
@@ -187,11 +193,18 @@ class BundleReader:
             raise DataLossError(
                 f"{self._url(self._index_key)}: corrupt entry for {_display(key)!r}"
             ) from None
+        extent = 1
         for dim in entry.shape.dim:
             if dim.size < 0:
                 raise DataLossError(
                     f"{self._url(self._index_key)}: entry {_display(key)!r} has a negative dimension {dim.size}"
                 )
+            extent *= max(dim.size, 1)
+        if extent * _MAX_ITEMSIZE > _MAX_NBYTES:
+            raise DataLossError(
+                f"{self._url(self._index_key)}: entry {_display(key)!r} has an impossibly large shape "
+                f"{[d.size for d in entry.shape.dim]}"
+            )
         return entry
 
     def _iter_entries(self) -> Iterator[tuple[bytes, tensor_bundle_pb2.BundleEntryProto]]:
@@ -303,7 +316,7 @@ class BundleReader:
                     except FileNotFoundError:
                         raise CheckpointNotFoundError(f"{key}: data file is missing") from None
                     self._fds[shard_id] = fd
-            LocalStore.read_into_fd(fd, key, offset, out)
+            self._store.read_into_fd(fd, key, offset, out)
         else:
             self._store.read_into(key, offset, out)
 
@@ -347,7 +360,8 @@ class BundleReader:
                 array, crc = decode_strings(raw.tobytes(), shape, self.big_endian)
             except TensorError as err:
                 raise DataLossError(
-                    f"{self._url(self._data_key(entry.shard_id))}: tensor {name!r}: {err}"
+                    f"{self._url(self._data_key(entry.shard_id))}: checksum does not match for "
+                    f"tensor {name!r}: {err}"
                 ) from None
             self._check_crc(name, entry, crc)
             if out is not None:
@@ -357,8 +371,15 @@ class BundleReader:
         self._expected_nbytes(name, entry, dtype)
         if out is None:
             out = np.empty(shape, dtype=self._host_dtype(dtype))
-        self._read_into(entry.shard_id, entry.offset, memoryview(out.reshape(-1).view(np.uint8)))
-        self._check_crc(name, entry, mask(crc32c(out.reshape(-1).view(np.uint8))))
+        # Read straight into the output in pieces, each checksummed right after its read while it
+        # is still in the CPU cache.
+        flat = out.reshape(-1).view(np.uint8)
+        running = 0
+        for start in range(0, flat.nbytes, _CHUNK_BYTES):
+            chunk = flat[start : start + _CHUNK_BYTES]
+            self._read_into(entry.shard_id, entry.offset + start, memoryview(chunk))
+            running = extend(running, chunk)
+        self._check_crc(name, entry, mask(running))
         if self.big_endian and dtype.itemsize > 1:
             out = out.astype(dtype)
         return out
@@ -480,7 +501,6 @@ class BundleReader:
 
     def _assemble(self, info: TensorInfo, dtype: np.dtype, request: tuple[Extent, ...]) -> np.ndarray:
         key = encode_name(info.name)
-        out = np.empty(tuple(n for _, n in request), dtype=dtype)
         stored = []
         for proto in info.entry.slices:
             try:
@@ -519,6 +539,9 @@ class BundleReader:
                 f"tensor {info.name!r}: Does not have sufficient slices for partitioned tensor: "
                 f"requested {format_extents(request)} of shape {info.shape}"
             )
+        # Check every piece against its entry and the data file before allocating the output,
+        # so the full shape claimed by a corrupt index never sizes an allocation on its own.
+        checked = []
         for extents, resolved, overlap in pieces:
             slice_key = encode_slice_key(key, extents)
             entry = self._entry(slice_key)
@@ -533,6 +556,19 @@ class BundleReader:
                     f"{self._url(self._index_key)}: tensor {info.name!r}: slice {format_extents(extents)} "
                     f"entry has shape {stored_shape}, expected {tuple(n for _, n in resolved)}"
                 )
+            self._check_extent(info.name, entry)
+            if entry.dtype == types_pb2.DT_STRING:
+                if num_elements(stored_shape) > entry.size:
+                    raise DataLossError(
+                        f"{self._url(self._index_key)}: tensor {info.name!r}: slice "
+                        f"{format_extents(extents)} has {num_elements(stored_shape)} strings in "
+                        f"{entry.size} bytes"
+                    )
+            else:
+                self._expected_nbytes(info.name, entry, dtype)
+            checked.append((entry, stored_shape, resolved, overlap))
+        out = np.empty(tuple(n for _, n in request), dtype=dtype)
+        for entry, stored_shape, resolved, overlap in checked:
             local = tuple((s - rs, n) for (s, n), (rs, _) in zip(overlap, resolved))
             data = self._read_part(info.name, entry, dtype, stored_shape, local)
             target = tuple(slice(s - qs, s - qs + n) for (s, n), (qs, _) in zip(overlap, request))

@@ -10,7 +10,7 @@ import numpy as np
 from jaxsaver import tensor_bundle_pb2
 from jaxsaver._errors import InvalidArgumentError, UnimplementedError
 from jaxsaver._format import dtypes
-from jaxsaver._format.crc import crc32c, mask
+from jaxsaver._format.crc import extend, mask
 from jaxsaver._format.slices import (
     Extent,
     SliceError,
@@ -26,6 +26,9 @@ from jaxsaver._format.tensors import HEADER_KEY, data_filename, encode_strings, 
 from jaxsaver._storage import LocalStore, resolve
 
 __all__ = ["BundleWriter", "encode_name"]
+
+# Tensor data is written and checksummed in pieces of this size (fits the CPU's L2/L3 cache).
+_CHUNK_BYTES = 4 << 20
 
 
 def encode_name(name: str | bytes) -> bytes:
@@ -54,6 +57,8 @@ def _to_host_array(array: Any) -> np.ndarray:
     arr = np.asarray(array)
     if arr.dtype.kind in "SU":
         arr = arr.astype(object)
+    elif not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # TF stores host (little-endian) order
     return arr
 
 
@@ -124,12 +129,17 @@ class BundleWriter:
             for chunk in chunks:
                 self._data.write(chunk)
         else:
+            # Written straight from the array's memory; each chunk's CRC is computed right after
+            # its write, while the chunk is still in the CPU cache.
             array = np.ascontiguousarray(array)
             buffer = array.reshape(-1).view(np.uint8)
             size = buffer.nbytes
-            crc = mask(crc32c(buffer))
-            if size:
-                self._data.write(buffer)
+            running = 0
+            for start in range(0, size, _CHUNK_BYTES):
+                chunk = buffer[start : start + _CHUNK_BYTES]
+                self._data.write(chunk)
+                running = extend(running, chunk)
+            crc = mask(running)
         entry.size = size
         entry.crc32c = crc
         self._offset += size
@@ -181,7 +191,11 @@ class BundleWriter:
             return
         if key in self._entries and key not in self._full_entries:
             self._fail(f"Adding duplicate key: {_display(key)!r}")
-        code = dtypes.from_numpy(arr.dtype) if arr.dtype.kind != "O" else dtypes.types_pb2.DT_STRING
+        try:
+            code = dtypes.from_numpy(arr.dtype) if arr.dtype.kind != "O" else dtypes.types_pb2.DT_STRING
+        except dtypes.UnsupportedDtype as err:
+            self.abort()
+            raise UnimplementedError(f"tensor {_display(key)!r}: {err}") from None
         full = self._entries.get(key)
         if full is None:
             full = tensor_bundle_pb2.BundleEntryProto(dtype=code)
@@ -232,6 +246,8 @@ def format_extents(extents: Sequence[Extent]) -> str:
 
 def _extents_of(full_shape: tuple[int, ...], spec: Any) -> tuple[Extent, ...]:
     if isinstance(spec, str):
+        if spec == "":
+            return tuple((0, -1) for _ in full_shape)
         if " " not in spec:
             spec = " ".join(str(d) for d in full_shape) + " " + spec
         shape, extents = parse_slice_spec(spec)

