@@ -91,14 +91,18 @@ class SaverGraph:
         return self.ops[f"{self.scope}/Const:0"]
 
 
-def _snapshot(leaves: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Device copies of the values (PRNG keys as their key data), so later steps may donate."""
+def _snapshot(leaves: tuple[Any, ...], copy: bool) -> tuple[Any, ...]:
+    """The arrays to transfer: PRNG keys as their key data; with ``copy``, fresh device copies.
+
+    Without ``copy`` the other arrays are returned as they are, which ``jax.jit`` forwards
+    without touching their buffers (no device memory, no time).
+    """
     out = []
     for x in leaves:
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             out.append(jax.random.key_data(x))
         else:
-            out.append(x.copy() if hasattr(x, "copy") else x)
+            out.append(x.copy() if copy else x)
     return tuple(out)
 
 
@@ -110,12 +114,19 @@ class SaverBuilder:
     :meth:`sharded_filename` names the per-device parts.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, copy_snapshot: bool = False) -> None:
+        """Args:
+            copy_snapshot: copy every array on its devices before the host transfer, so the
+                caller may donate or overwrite the originals while the save is in flight. A
+                synchronous save returns only once its bytes are written, so it needs no copy;
+                the copy costs one more device buffer per array and per replica.
+        """
+        self._copy_snapshot = copy_snapshot
         # A function object of its own per builder: jax shares the compilation cache of one
         # function object across every ``jax.jit`` of it, so ``jax.jit(_snapshot)`` would make
         # ``_cache_size()`` count the compilations of every saver in the process.
         def snapshot(leaves: tuple[Any, ...]) -> tuple[Any, ...]:
-            return _snapshot(leaves)
+            return _snapshot(leaves, copy_snapshot)
 
         self._snapshot_fn = jax.jit(snapshot)
         self._finalize_fns: dict[tuple, Callable] = {}
@@ -304,14 +315,23 @@ class SaverBuilder:
                 host[i] = saveable.to_host(value)
         # One jitted call per set of devices (a jitted call cannot take arguments committed to
         # different devices); the common case, one mesh, is a single call.
+        # Without copy_snapshot only PRNG keys need device work (their key data): jit does not
+        # forward untouched inputs, so passing the other arrays through it would copy them.
+        if not self._copy_snapshot:
+            for i, leaf in zip(device_positions, device_leaves):
+                host[i] = leaf
+            keep = [k for k, leaf in enumerate(device_leaves) if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)]
+            device_positions = [device_positions[k] for k in keep]
+            device_leaves = [device_leaves[k] for k in keep]
         for group in _group_by_devices(device_positions, device_leaves):
             snapshots = self._snapshot_fn(tuple(host_leaf for _, host_leaf in group))
-            for snap in snapshots:
-                for shard in snap.addressable_shards:
-                    if shard.replica_id == 0:
-                        shard.data.copy_to_host_async()
             for (i, _), snap in zip(group, snapshots):
                 host[i] = snap
+        for value in host:
+            if isinstance(value, jax.Array):
+                for shard in value.addressable_shards:
+                    if shard.replica_id == 0:
+                        shard.data.copy_to_host_async()
         return host
 
     def _check_compatible(self, reader: BundleReader, saveables: Sequence[Saveable], *, reshape: bool) -> None:

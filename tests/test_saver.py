@@ -886,3 +886,18 @@ def test_dict_var_list_with_template(tmp_path):
     p = subset.save(full, str(tmp_path / "subset"))
     assert jaxsaver.restore_as_numpy(p).keys() == {"params"}
     assert jaxsaver.restore_as_numpy(p)["params"].keys() == {"w"}
+
+
+def test_copy_snapshot_builder_saves_device_copies(tmp_path):
+    """A builder with copy_snapshot=True copies arrays on device first; values are unchanged."""
+    from jaxsaver import SaverBuilder
+
+    state = {"w": jnp.arange(12.0).reshape(3, 4), "key": jax.random.key(3)}
+    builder = SaverBuilder(copy_snapshot=True)
+    saver = Saver(template=state, builder=builder)
+    for k in range(3):
+        saver.save(state, str(tmp_path / f"m{k}"))
+    assert builder.snapshot_fn._cache_size() == 1
+    restored = saver.restore(str(tmp_path / "m2"))
+    assert np.array_equal(np.asarray(restored["w"]), np.asarray(state["w"]))
+    assert np.array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(state["key"]))
