@@ -88,6 +88,8 @@ class Saveable:
     """PRNG implementation name (e.g. ``"threefry2x32"``) of a typed key array."""
     weak_type: bool = False
     """jax ``weak_type`` of the template leaf, restored as such."""
+    string_kind: str | None = None
+    """``"U"`` or ``"S"`` for a numpy str/bytes array leaf (stored as DT_STRING, restored as such)."""
 
     @property
     def dtype(self) -> np.dtype:
@@ -188,6 +190,10 @@ class Saveable:
             data = jax.device_put(array, sharding if sharding is not None else self.sharding)
             return jax.random.wrap_key_data(data, impl=self.prng_impl)
         if kind is LeafKind.NUMPY:
+            if self.string_kind == "U":
+                return np.array([x.decode("utf-8") for x in array.reshape(-1)], dtype=str).reshape(array.shape)
+            if self.string_kind == "S":
+                return np.array(list(array.reshape(-1)), dtype=bytes).reshape(array.shape)
             return array
         if kind is LeafKind.NUMPY_SCALAR:
             return array[()]
@@ -539,6 +545,7 @@ def _make_saveable(name: str, path: tuple, leaf: Any) -> Saveable:
         raise InvalidArgumentError(f"Leaf {name!r} (key path {jax.tree_util.keystr(path)}): {e}") from None
     prng_impl = None
     weak_type = False
+    string_kind = None
     sharding = None
     if kind is LeafKind.JAX_ARRAY:
         dtype, shape = np.dtype(leaf.dtype), tuple(leaf.shape)
@@ -561,6 +568,7 @@ def _make_saveable(name: str, path: tuple, leaf: Any) -> Saveable:
         dtype, shape = np.dtype(data.dtype), tuple(data.shape)
     elif kind is LeafKind.NUMPY:
         dtype = _OBJECT if leaf.dtype.kind in "OUS" else leaf.dtype
+        string_kind = leaf.dtype.kind if leaf.dtype.kind in "US" else None
         shape = tuple(leaf.shape)
     elif kind is LeafKind.NUMPY_SCALAR:
         dtype, shape = leaf.dtype, ()
@@ -578,7 +586,8 @@ def _make_saveable(name: str, path: tuple, leaf: Any) -> Saveable:
         dtype, shape = _OBJECT, ()
     spec = SaveSpec(name=name, dtype=np.dtype(dtype), shape=shape, sharding=sharding)
     return Saveable(
-        name=name, path=tuple(path), kind=kind, specs=(spec,), prng_impl=prng_impl, weak_type=weak_type
+        name=name, path=tuple(path), kind=kind, specs=(spec,), prng_impl=prng_impl, weak_type=weak_type,
+        string_kind=string_kind,
     )
 
 

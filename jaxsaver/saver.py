@@ -418,6 +418,18 @@ class Saver:
             return {s.name: leaf for s, leaf in zip(self._saveables, leaves)}
         return unflatten_like(tree, self._saveables, {s.name: leaf for s, leaf in zip(self._saveables, leaves)})
 
+    # ------------------------------------------------------------------ display
+
+    def __repr__(self) -> str:
+        from jaxsaver.inspect import saver_text
+
+        return saver_text(self)
+
+    def _repr_html_(self) -> str:
+        from jaxsaver.inspect import saver_html
+
+        return saver_html(self)
+
     # ------------------------------------------------------------------ meta graph
 
     def export_meta_graph(self, filename: Any = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
