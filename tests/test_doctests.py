@@ -8,7 +8,7 @@ import pytest
 
 import jaxsaver
 
-_SKIP = {"jaxsaver.demo", "jaxsaver.cli"}
+_SKIP = {"jaxsaver.demo", "jaxsaver.cli", "jaxsaver.__main__"}
 
 
 def _modules():
