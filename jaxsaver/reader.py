@@ -173,6 +173,7 @@ class CheckpointReader:
         self._path = prefix
         self._storage = storage
         self._infos: list | None = None
+        self._meta: tuple[list[str], list[int], list[tuple[int, ...]]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,6 +198,13 @@ class CheckpointReader:
         return self._bundle
 
     # ------------------------------------------------------------------ TF's API
+
+    def _metadata(self) -> tuple[list[str], list[int], list[tuple[int, ...]]]:
+        """``(names, dtype codes, shapes)`` from the index alone, cached (no per-entry protos)."""
+        if self._meta is None:
+            with _gc_paused():
+                self._meta = self._bundle.metadata_columns()
+        return self._meta
 
     def _tensor_infos(self) -> list:
         if self._infos is None:
@@ -224,15 +232,19 @@ class CheckpointReader:
 
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         """``{name: shape list}``; slice keys hidden, partitioned tensors with their full shape."""
-        return {info.name: list(info.shape) for info in self._tensor_infos()}
+        names, _, shapes = self._metadata()
+        with _gc_paused():
+            return dict(zip(names, map(list, shapes)))
 
     def get_variable_to_dtype_map(self) -> dict[str, DType]:
         """``{name: DType}`` (``DType`` prints like ``tf.float32``); slice keys hidden."""
-        return {info.name: DType(info.dtype_code) for info in self._tensor_infos()}
+        names, codes, _ = self._metadata()
+        by_code = {code: DType(code) for code in set(codes)}  # immutable: shared between names
+        return dict(zip(names, map(by_code.__getitem__, codes)))
 
     def keys(self) -> list[str]:
         """Tensor names in key order (slice keys hidden)."""
-        return [info.name for info in self._tensor_infos()]
+        return list(self._metadata()[0])
 
     def __contains__(self, name: str) -> bool:
         return self.has_tensor(name)
@@ -241,21 +253,20 @@ class CheckpointReader:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self._tensor_infos())
+        return len(self._metadata()[0])
 
     def debug_string(self) -> bytes:
         """TensorFlow's ``debug_string()``, byte for byte: one ``NAME (DT_X) [d0,d1]`` line per
         stored entry in key order; raw slice keys listed, partitioned tensors' entries omitted."""
+        with _gc_paused():
+            entries = self._bundle.debug_entries()
+        by_code: dict[int, bytes] = {}
         lines = []
-        for raw in self._bundle.raw_keys():
-            key = raw.encode("utf-8", "surrogateescape")
-            info = self._bundle.info(key)
-            if info.is_sliced:
-                continue
-            lines.append(
-                key + b" (" + _dtypes.name_of(info.dtype_code).encode() + b") "
-                + _shape_debug_string(info.shape) + b"\n"
-            )
+        for key, code, shape in entries:
+            name = by_code.get(code)
+            if name is None:
+                name = by_code[code] = b" (" + _dtypes.name_of(code).encode() + b") "
+            lines.append(key + name + _shape_debug_string(shape) + b"\n")
         return b"".join(lines)
 
     # ------------------------------------------------------------------ inspection
@@ -372,8 +383,10 @@ def load_checkpoint(ckpt_dir_or_file: Any, *, storage: Any = None) -> Checkpoint
 
 def list_variables(ckpt_dir_or_file: Any, *, storage: Any = None) -> list[tuple[str, list[int]]]:
     """Sorted ``(name, shape)`` of every tensor; reads only the index."""
-    with load_checkpoint(ckpt_dir_or_file, storage=storage) as reader, _gc_paused():
-        return sorted(reader.get_variable_to_shape_map().items())
+    with load_checkpoint(ckpt_dir_or_file, storage=storage) as reader:
+        names, _, shapes = reader._metadata()
+        with _gc_paused():
+            return sorted(zip(names, map(list, shapes)))  # names are unique: sorted by name
 
 
 def load_variable(ckpt_dir_or_file: Any, name: str, *, storage: Any = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -64,6 +65,61 @@ class TensorInfo:
 
 def _decode_key(key: bytes) -> str:
     return key.decode("utf-8", "surrogateescape")
+
+
+def _decode_keys(keys: list[bytes]) -> list[str]:
+    """``[_decode_key(k) for k in keys]``, decoded in one call when no key holds a newline.
+
+    Equal to the per-key decoding: a newline is ASCII, so no UTF-8 sequence spans one, and
+    ``surrogateescape`` escapes each undecodable byte on its own.
+    """
+    if not keys:
+        return []
+    joined = b"\n".join(keys)
+    if joined.count(b"\n") != len(keys) - 1:
+        return [_decode_key(k) for k in keys]
+    return joined.decode("utf-8", "surrogateescape").split("\n")
+
+
+def _shape_problem(dims: tuple[int, ...]) -> str | None:
+    """Why a stored shape is unusable (negative or impossibly large), or None."""
+    extent = 1
+    for size in dims:
+        if size < 0:
+            return f"has a negative dimension {size}"
+        extent *= max(size, 1)
+    if extent * _MAX_ITEMSIZE > _MAX_NBYTES:
+        return f"has an impossibly large shape {list(dims)}"
+    return None
+
+
+# The metadata fast path (``BundleReader._scan``) reads an entry ``08 <dtype> 12 <n> <shape: n
+# bytes> <tail>`` without protobuf when dtype and n are single-byte varints and the tail holds
+# only fields 3-6 (shard_id, offset, size, crc32c), in field order, each at most once, varints
+# at most 9 bytes: a subset of what protobuf accepts, whose dtype and shape are those of the
+# head alone. The head (few distinct values) is parsed once by protobuf and cached; anything
+# else (slices, unknown fields, other orders, long varints) goes through protobuf.
+_VARINT_RE = rb"[\x80-\xff]{0,8}[\x00-\x7f]"
+_PLAIN_TAIL = re.compile(
+    rb"(?:\x18%s)?(?:\x20%s)?(?:\x28%s)?(?:\x35[\x00-\xff]{4})?" % (_VARINT_RE, _VARINT_RE, _VARINT_RE),
+    re.DOTALL,
+).fullmatch
+
+
+def _head_metadata(head: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """``(dtype, dims)`` of an entry's ``08 <dtype> 12 <n> <shape>`` head, or None if protobuf
+    rejects it or the shape is unusable (the caller then takes the protobuf path, which raises)."""
+    if not (head[0] == 0x08 and head[2] == 0x12 and (head[1] | head[3]) < 0x80 and len(head) == 4 + head[3]):
+        return None  # not that form (or truncated)
+    entry = tensor_bundle_pb2.BundleEntryProto()
+    try:
+        entry.ParseFromString(head)
+    except Exception:
+        return None
+    dims = tuple(d.size for d in entry.shape.dim)
+    if _shape_problem(dims) is not None:
+        return None
+    return entry.dtype, dims
 
 
 class BundleReader:
@@ -193,18 +249,9 @@ class BundleReader:
             raise DataLossError(
                 f"{self._url(self._index_key)}: corrupt entry for {_display(key)!r}"
             ) from None
-        extent = 1
-        for dim in entry.shape.dim:
-            if dim.size < 0:
-                raise DataLossError(
-                    f"{self._url(self._index_key)}: entry {_display(key)!r} has a negative dimension {dim.size}"
-                )
-            extent *= max(dim.size, 1)
-        if extent * _MAX_ITEMSIZE > _MAX_NBYTES:
-            raise DataLossError(
-                f"{self._url(self._index_key)}: entry {_display(key)!r} has an impossibly large shape "
-                f"{[d.size for d in entry.shape.dim]}"
-            )
+        problem = _shape_problem(tuple(d.size for d in entry.shape.dim))
+        if problem is not None:
+            raise DataLossError(f"{self._url(self._index_key)}: entry {_display(key)!r} {problem}")
         return entry
 
     def _iter_entries(self) -> Iterator[tuple[bytes, tensor_bundle_pb2.BundleEntryProto]]:
@@ -223,10 +270,8 @@ class BundleReader:
         """Every key in the index except the header, slice keys included (``debug_string`` order)."""
         return [_decode_key(k) for k, _ in self._iter_entries()]
 
-    def infos(self) -> Iterator[TensorInfo]:
-        """A :class:`TensorInfo` per tensor; the keys of stored slices are hidden (as TF does:
-        a key is hidden when a partitioned tensor's entry lists it)."""
-        entries = list(self._iter_entries())
+    def _hidden_keys(self, entries: Any) -> set[bytes]:
+        """The slice keys listed by partitioned tensors' entries (TF hides exactly these)."""
         hidden = set()
         for key, entry in entries:
             for proto in entry.slices:
@@ -234,9 +279,95 @@ class BundleReader:
                     hidden.add(encode_slice_key(key, slice_from_proto(proto)))
                 except SliceError:
                     continue
+        return hidden
+
+    def infos(self) -> Iterator[TensorInfo]:
+        """A :class:`TensorInfo` per tensor; the keys of stored slices are hidden (as TF does:
+        a key is hidden when a partitioned tensor's entry lists it)."""
+        entries = list(self._iter_entries())
+        hidden = self._hidden_keys(entries)
         for key, entry in entries:
             if key not in hidden:
                 yield TensorInfo(_decode_key(key), entry)
+
+    def _scan(self) -> tuple[list[bytes], list[tuple[int, tuple[int, ...]]], dict[bytes, Any]]:
+        """Every stored key (header excluded, slice keys included) with its ``(dtype, dims)``,
+        and the entries that list slices; each entry checked as :meth:`_parse_entry` does.
+
+        Reads entries without protobuf where it can (see ``_PLAIN_TAIL``): the metadata of a
+        100 000-tensor index in a fraction of the time building a proto per entry takes.
+        """
+        out_keys: list[bytes] = []
+        metas: list[tuple[int, tuple[int, ...]]] = []
+        sliced: dict[bytes, Any] = {}
+        add_key = out_keys.append
+        add_meta = metas.append
+        heads: dict[bytes, Any] = {}
+        plain_tail = _PLAIN_TAIL
+        try:
+            for keys, values in self._table.blocks():
+                if keys and keys[0] == HEADER_KEY:  # keys are sorted: only the table's first
+                    keys = keys[1:]
+                    values = values[1:]
+                for key, value in zip(keys, values):
+                    if len(value) > 3:
+                        end = value[3] + 4
+                        head = value[:end]
+                        meta = heads.get(head)  # only heads of the right form are truthy
+                        if meta is None:
+                            meta = heads[head] = _head_metadata(head) or False
+                        if meta and plain_tail(value, end):
+                            add_key(key)
+                            add_meta(meta)
+                            continue
+                    entry = self._entries.get(key)
+                    if entry is None:
+                        entry = self._parse_entry(key, value)
+                    if entry.slices:
+                        sliced[key] = entry
+                    add_key(key)
+                    add_meta((entry.dtype, tuple(d.size for d in entry.shape.dim)))
+        except TableError as err:
+            raise DataLossError(f"{self._url(self._index_key)}: corrupt index: {err}") from None
+        return out_keys, metas, sliced
+
+    def metadata_columns(self) -> tuple[list[str], list[int], list[tuple[int, ...]]]:
+        """``(names, dtype codes, shapes)`` of every tensor in key order, as parallel lists;
+        slice keys hidden (as :meth:`infos`), partitioned tensors with their full shape.
+
+        Reads only the index, without building a proto per entry: the fast way to list a
+        large checkpoint. :meth:`list_metadata` gives the same as tuples.
+        """
+        keys, metas, sliced = self._scan()
+        if sliced:
+            hidden = self._hidden_keys(sliced.items())
+            if hidden:
+                kept = [i for i, key in enumerate(keys) if key not in hidden]
+                keys = [keys[i] for i in kept]
+                metas = [metas[i] for i in kept]
+        dtype_codes = [dtype for dtype, _ in metas]
+        shapes = [dims for _, dims in metas]
+        return _decode_keys(keys), dtype_codes, shapes
+
+    def list_metadata(self) -> list[tuple[str, int, tuple[int, ...]]]:
+        """``(name, dtype code, shape)`` of every tensor in key order (see :meth:`metadata_columns`).
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> from jaxsaver import BundleWriter
+            >>> prefix = os.path.join(tempfile.mkdtemp(), "model")
+            >>> with BundleWriter(prefix) as w:
+            ...     w.add("w", np.zeros((2, 3), np.float32))
+            >>> BundleReader(prefix).list_metadata()
+            [('w', 1, (2, 3))]
+        """
+        return list(zip(*self.metadata_columns()))
+
+    def debug_entries(self) -> list[tuple[bytes, int, tuple[int, ...]]]:
+        """``(key, dtype code, shape)`` of every stored entry in key order, slice keys included
+        and partitioned tensors' entries omitted (what TF's ``debug_string`` lists)."""
+        keys, metas, sliced = self._scan()
+        return [(key, dtype, dims) for key, (dtype, dims) in zip(keys, metas) if key not in sliced]
 
     def keys(self) -> list[str]:
         """Tensor names in key order (slice keys hidden)."""

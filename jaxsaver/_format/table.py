@@ -28,6 +28,7 @@ RESTART_INTERVAL = 16
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
 TRAILER_SIZE = 5
+_FIXED32 = struct.Struct("<I")
 _NO_COMPRESSION = 0
 _SNAPPY = 1
 
@@ -168,31 +169,54 @@ def _decode_handle(buf: bytes, pos: int, limit: int) -> tuple[int, int, int]:
     return offset, size, pos
 
 
-def _parse_block(block: bytes, what: str) -> list[tuple[bytes, bytes]]:
-    """All (key, value) entries of one block, every length checked."""
-    if len(block) < 4:
-        raise TableError(f"{what}: block of {len(block)} bytes is too short")
-    (num_restarts,) = struct.unpack_from("<I", block, len(block) - 4)
-    limit = len(block) - 4 * (num_restarts + 1)
+def _parse_block(block: bytes, what: str) -> tuple[list[bytes], list[bytes]]:
+    """All keys and values of one block, every length checked, keys strictly increasing.
+
+    A tight loop: the three entry varints are read inline when each is a single byte (always
+    the case for TensorFlow's bundles, whose entries are short), and through
+    :func:`decode_varint` otherwise.
+    """
+    size = len(block)
+    if size < 4:
+        raise TableError(f"{what}: block of {size} bytes is too short")
+    (num_restarts,) = _FIXED32.unpack_from(block, size - 4)
+    limit = size - 4 * (num_restarts + 1)
     if num_restarts == 0 or limit < 0:
         raise TableError(f"{what}: bad restart count {num_restarts}")
-    entries = []
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    add_key = keys.append
+    add_value = values.append
     pos = 0
     key = b""
+    key_len = 0
     try:
         while pos < limit:
-            shared, pos = decode_varint(block, pos, limit, 5)
-            non_shared, pos = decode_varint(block, pos, limit, 5)
-            value_len, pos = decode_varint(block, pos, limit, 5)
-            if shared > len(key) or pos + non_shared + value_len > limit:
+            # pos < limit <= size - 8 (at least one restart), so these three reads are in bounds.
+            shared = block[pos]
+            non_shared = block[pos + 1]
+            value_len = block[pos + 2]
+            if (shared | non_shared | value_len) < 0x80 and pos + 3 <= limit:
+                pos += 3
+            else:
+                shared, pos = decode_varint(block, pos, limit, 5)
+                non_shared, pos = decode_varint(block, pos, limit, 5)
+                value_len, pos = decode_varint(block, pos, limit, 5)
+            end = pos + non_shared
+            value_end = end + value_len
+            if shared > key_len or value_end > limit:
                 raise TableError(f"{what}: corrupt entry at offset {pos}")
-            key = key[:shared] + block[pos : pos + non_shared]
-            pos += non_shared
-            entries.append((key, block[pos : pos + value_len]))
-            pos += value_len
+            new_key = key[:shared] + block[pos:end]
+            if new_key <= key and keys:
+                raise TableError(f"{what}: keys are not sorted")
+            key = new_key
+            key_len = shared + non_shared
+            add_key(key)
+            add_value(block[end:value_end])
+            pos = value_end
     except VarintError as err:
         raise TableError(f"{what}: corrupt entry: {err}") from None
-    return entries
+    return keys, values
 
 
 class TableReader:
@@ -212,18 +236,16 @@ class TableReader:
             index_offset, index_size, _ = _decode_handle(data, pos, size - 8)
         except VarintError as err:
             raise TableError(f"corrupt footer: {err}") from None
-        index = _parse_block(self._read_block(index_offset, index_size, "index block"), "index block")
-        self._index_keys = [key for key, _ in index]
+        self._index_keys, handles = _parse_block(
+            self._read_block(index_offset, index_size, "index block"), "index block"
+        )
         self._handles = []
-        for key, value in index:
+        for value in handles:
             try:
                 offset, blk_size, _ = _decode_handle(value, 0, len(value))
             except VarintError as err:
                 raise TableError(f"corrupt block handle: {err}") from None
             self._handles.append((offset, blk_size))
-        for earlier, later in zip(self._index_keys, self._index_keys[1:]):
-            if later <= earlier:
-                raise TableError("index block keys are not sorted")
         self._blocks: dict[int, tuple[list[bytes], list[bytes]]] = {}
 
     def _read_block(self, offset: int, size: int, what: str) -> bytes:
@@ -250,12 +272,8 @@ class TableReader:
         cached = self._blocks.get(i)
         if cached is None:
             offset, size = self._handles[i]
-            entries = _parse_block(self._read_block(offset, size, f"data block {i}"), f"data block {i}")
-            keys = [k for k, _ in entries]
-            for earlier, later in zip(keys, keys[1:]):
-                if later <= earlier:
-                    raise TableError(f"data block {i}: keys are not sorted")
-            cached = (keys, [v for _, v in entries])
+            what = f"data block {i}"
+            cached = _parse_block(self._read_block(offset, size, what), what)
             self._blocks[i] = cached
         return cached
 
@@ -270,13 +288,21 @@ class TableReader:
             return values[j]
         return None
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """All entries in key order."""
+    def blocks(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """``(keys, values)`` of each data block in order (keys checked sorted across blocks).
+
+        The lists are the reader's cache: callers must not modify them.
+        """
         previous = None
         for i in range(len(self._handles)):
             keys, values = self._block(i)
-            if keys and previous is not None and keys[0] <= previous:
-                raise TableError(f"data block {i}: keys are not sorted across blocks")
             if keys:
+                if previous is not None and keys[0] <= previous:
+                    raise TableError(f"data block {i}: keys are not sorted across blocks")
                 previous = keys[-1]
+            yield keys, values
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """All entries in key order."""
+        for keys, values in self.blocks():
             yield from zip(keys, values)
