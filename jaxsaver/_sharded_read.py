@@ -29,14 +29,37 @@ from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharding import SliceRead, plan_reads, scatter_runs
 from jaxsaver._storage import LocalStore
 
-__all__ = ["BlockReads"]
+__all__ = ["BlockReads", "aligned_empty"]
 
 # preadv takes at most IOV_MAX buffers per call.
 _IOV_MAX = 1024
 # Below this average run size a whole read plus numpy copies beats a scatter list.
 _MIN_SCATTER_RUN = 4096
+# Resharded stored slices with shorter runs are read in row chunks of about this size.
+_CHUNK_BYTES = 4 << 20
 # Module-level so that tests can count the bytes scattered reads take.
 _preadv = os.preadv
+# Block buffers start on this boundary: XLA's CPU client then adopts a numpy buffer as the
+# device buffer without copying it (``jax.device_put`` is zero-copy for 64-byte-aligned arrays),
+# and page alignment keeps every preadv target page-aligned.
+_ALIGN = 4096
+
+
+def aligned_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
+    """``np.empty`` whose data starts on a page boundary (numpy's large buffers start 16 bytes in).
+
+    On CPU devices ``jax.device_put`` of such an array aliases it instead of copying it, so a
+    restored block lands on its device(s) with no second copy (a replicated block is shared by all
+    of its devices; XLA never writes into an adopted buffer, donation copies it).
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dtype.kind == "O" or nbytes < _ALIGN:
+        return np.empty(shape, dtype=dtype)
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = (-raw.ctypes.data) % _ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _rel(extents: Sequence[Extent], origin: Sequence[Extent]) -> tuple[slice, ...]:
@@ -55,7 +78,7 @@ class BlockReads:
         self.blocks = list(blocks)
         info = reader.info(name)
         self.dtype = reader.dtype(name)
-        self.outs = [np.empty(tuple(n for _, n in b), dtype=self.dtype) for b in self.blocks]
+        self.outs = [aligned_empty(tuple(n for _, n in b), self.dtype) for b in self.blocks]
         shape = info.shape
         if info.is_sliced:
             stored = []
@@ -99,9 +122,67 @@ class BlockReads:
             if len(runs[0]) == 1 or int(runs[3].mean()) >= _MIN_SCATTER_RUN:
                 self._scatter(key, runs)
                 return
+            if len(read.stored) >= 1:
+                self._chunked(key, read)
+                return
         whole = self.reader.get_tensor(key)
         for b, overlap in read.pieces:
             self.outs[b][_rel(overlap, self.blocks[b])] = whole[_rel(overlap, read.stored)]
+
+    def _chunked(self, key: bytes, read: SliceRead) -> None:
+        """The stored slice read in row chunks into one small buffer, each chunk CRC-extended and
+        copied into the blocks it feeds while it is in the CPU cache (resharding with short runs:
+        no whole-slice temporary, no scatter list of tiny pieces)."""
+        from jaxsaver._format.crc import extend
+
+        info = self.reader.info(key)
+        entry = info.entry
+        stored = read.stored
+        inner = tuple(n for _, n in stored[1:])
+        row_bytes = self.dtype.itemsize
+        for n in inner:
+            row_bytes *= n
+        rows = stored[0][1]
+        if rows * row_bytes != entry.size:
+            raise DataLossError(
+                f"{self.reader.store.url(self.reader.prefix)}: tensor {self.name!r}: stored slice has "
+                f"{entry.size} bytes, expected {rows * row_bytes}"
+            )
+        step = max(1, _CHUNK_BYTES // max(row_bytes, 1))
+        buffer = aligned_empty((min(step, rows) * row_bytes,), np.uint8)
+        path = data_filename(self.reader.prefix, entry.shard_id, self.reader.num_shards)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if entry.offset + entry.size > size:
+                raise DataLossError(
+                    f"{path}: tensor {self.name!r} needs bytes [{entry.offset}, {entry.offset + entry.size}) "
+                    f"but the file has {size}: truncated"
+                )
+            crc = 0
+            first = stored[0][0]
+            for r0 in range(0, rows, step):
+                r1 = min(rows, r0 + step)
+                chunk = buffer[: (r1 - r0) * row_bytes]
+                LocalStore.read_into_fd(fd, path, entry.offset + r0 * row_bytes, memoryview(chunk))
+                crc = extend(crc, chunk)
+                values = chunk.view(self.dtype).reshape((r1 - r0, *inner))
+                lo, hi = first + r0, first + r1
+                for b, overlap in read.pieces:
+                    start = max(lo, overlap[0][0])
+                    stop = min(hi, overlap[0][0] + overlap[0][1])
+                    if stop <= start:
+                        continue
+                    part = ((start, stop - start), *overlap[1:])
+                    src = (slice(start - lo, stop - lo), *_rel(overlap[1:], stored[1:]))
+                    self.outs[b][_rel(part, self.blocks[b])] = values[src]
+        finally:
+            os.close(fd)
+        if mask(crc) != entry.crc32c:
+            raise DataLossError(
+                f"{path}: checksum does not match for tensor {self.name!r} "
+                f"(stored slice {info.name!r}): stored {entry.crc32c:#010x}, calculated {mask(crc):#010x}"
+            )
 
     def _scatter(self, key: bytes, runs: tuple[np.ndarray, ...]) -> None:
         """One ranged read of the stored slice, scattered into the blocks; CRC over the pieces."""

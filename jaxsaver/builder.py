@@ -25,6 +25,7 @@ from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import BundleWriter
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
+from jaxsaver._sharded_read import aligned_empty
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, unique_indices
 from jaxsaver._storage import resolve
 from jaxsaver.saveables import LeafKind, Saveable
@@ -182,7 +183,12 @@ class SaverBuilder:
         results: dict[int, Any] = {}
 
         def read_whole(i: int) -> None:
-            array = reader.get_tensor(saveables[i].name)
+            name = saveables[i].name
+            if saveables[i].kind in (LeafKind.JAX_ARRAY, LeafKind.PRNG_KEY):
+                # Into a page-aligned buffer: device_put onto a CPU device then adopts it (no copy).
+                array = reader.read_into(name, aligned_empty(reader.shape(name), reader.dtype(name)))
+            else:
+                array = reader.get_tensor(name)
             if reshape and array.shape != saveables[i].shape:
                 array = array.reshape(saveables[i].shape)
             results[i] = array
