@@ -25,6 +25,7 @@ from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import BundleWriter
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
+from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharded_read import aligned_empty
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, unique_indices
 from jaxsaver._storage import resolve
@@ -142,9 +143,11 @@ class SaverBuilder:
     def sharded_filename(self, filename_tensor: str, shard: int, num_shards: int) -> str:
         return sharded_filename(filename_tensor, shard, num_shards)
 
-    def save_op(self, filename: str, writes: Sequence[ShardWrite], host_values: Sequence[Any]) -> None:
-        """Writes ``writes`` into one bundle at ``filename``."""
-        with BundleWriter(filename) as writer:
+    def save_op(
+        self, filename: str, writes: Sequence[ShardWrite], host_values: Sequence[Any], *, data_path: Any = None
+    ) -> None:
+        """Writes ``writes`` into one bundle at ``filename`` (its data at ``data_path`` if given)."""
+        with BundleWriter(filename, data_path=data_path) as writer:
             for write in writes:
                 value = host_values[write.value_index]
                 if write.shard is not None:
@@ -255,17 +258,20 @@ class SaverBuilder:
             # Parts keep the user's spelling of the prefix (a URL stays a URL).
             temp = f"{prefix}_temp/part" if store.atomic_rename else f"{prefix}.part"
             parts = [builder.sharded_filename(temp, k, len(groups)) for k in range(len(groups))]
+            # Object stores cannot rename: each part's data object is written at its final merged
+            # name, so merge_bundles only writes the index (part k's data is shard k of n).
+            data_paths = [None if store.atomic_rename else data_filename(prefix, k, len(groups)) for k in range(len(groups))]
             if len(groups) == 1:
-                builder.save_op(parts[0], groups[0][1], host_values)
+                builder.save_op(parts[0], groups[0][1], host_values, data_path=data_paths[0])
             else:
                 with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(groups))) as pool:
                     futures = [
-                        pool.submit(builder.save_op, part, group, host_values)
-                        for part, (_, group) in zip(parts, groups)
+                        pool.submit(builder.save_op, part, group, host_values, data_path=data)
+                        for part, data, (_, group) in zip(parts, data_paths, groups)
                     ]
                     for future in futures:
                         future.result()
-            merge_bundles(parts, prefix, delete_old_dirs=True)
+            merge_bundles(parts, prefix, delete_old_dirs=True, data_paths=data_paths)
             return prefix
 
         def restore_all(filename: Any = None, shardings: Sequence[Any] | None = None) -> list[Any]:

@@ -361,7 +361,7 @@ def test_transfers_start_before_writes_and_devices_write_concurrently(tmp_path, 
     peak = [0]
     barrier = threading.Barrier(2, timeout=5)
 
-    def save_op(self, filename, writes, host_values):
+    def save_op(self, filename, writes, host_values, **kwargs):
         with lock:
             events.append("write")
             active[0] += 1
@@ -371,7 +371,7 @@ def test_transfers_start_before_writes_and_devices_write_concurrently(tmp_path, 
         except threading.BrokenBarrierError:
             pass
         try:
-            return original_save_op(self, filename, writes, host_values)
+            return original_save_op(self, filename, writes, host_values, **kwargs)
         finally:
             with lock:
                 active[0] -= 1

@@ -29,6 +29,7 @@ def merge_bundles(
     delete_old_dirs: bool = True,
     allow_missing_files: bool = False,
     storage: Any = None,
+    data_paths: Sequence[Any] | None = None,
 ) -> None:
     """Merges single-writer bundles into one checkpoint (TF's ``MergeV2Checkpoints``).
 
@@ -44,6 +45,8 @@ def merge_bundles(
             destination's and is empty.
         allow_missing_files: skip inputs without an index (at least one must exist).
         storage: optional storage override for every path.
+        data_paths: per input, where its single data file is if not at its default name (None
+            entries keep the default); a data file already at its merged name is not moved.
 
     Raises:
         CheckpointNotFoundError: an input is missing (and ``allow_missing_files`` is False).
@@ -51,11 +54,14 @@ def merge_bundles(
     """
     store, dest = resolve(destination_prefix, storage)
     inputs = []
-    for prefix in prefixes:
+    data_keys: dict[str, str] = {}
+    for i, prefix in enumerate(prefixes):
         in_store, key = resolve(prefix, storage)
-        if type(in_store) is not type(store):
+        if in_store is not store:
             raise InvalidArgumentError(f"cannot merge {in_store.url(key)} into {store.url(dest)}: different stores")
         inputs.append(key)
+        if data_paths is not None and data_paths[i] is not None:
+            data_keys[key] = resolve(data_paths[i], storage)[1]
     store.makedirs(store.dirname(dest))
 
     entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
@@ -110,6 +116,8 @@ def merge_bundles(
                     f"{store.url(prefix)}"
                 )
             data_key = data_filename(prefix, entry.shard_id, header.num_shards)
+            if prefix in data_keys and header.num_shards == 1:
+                data_key = data_keys[prefix]
             entry.shard_id = shard_ids.setdefault(data_key, len(shard_ids))
             if existing is None:
                 entries[key] = entry

@@ -81,10 +81,13 @@ class BundleWriter:
         ['model.data-00000-of-00001', 'model.index']
     """
 
-    def __init__(self, prefix: Any, *, storage: Any = None) -> None:
+    def __init__(self, prefix: Any, *, storage: Any = None, data_path: Any = None) -> None:
         self._store, self._prefix = resolve(prefix, storage)
+        # data_path: where the data object goes instead of prefix.data-00000-of-00001 (object
+        # stores name it at write time so that merge_bundles needs no copy); same store.
+        self._data_key = data_filename(self._prefix, 0, 1) if data_path is None else resolve(data_path, storage)[1]
         self._store.make_dir(self._store.dirname(self._prefix))  # one level, as TF's writer does
-        self._data = self._store.open_writer(data_filename(self._prefix, 0, 1))
+        self._data = self._store.open_writer(self._data_key)
         self._offset = 0
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
         self._full_entries: dict[bytes, tuple[int, tuple[int, ...]]] = {}
@@ -234,7 +237,7 @@ class BundleWriter:
             self._store.write(f"{self._prefix}.index", index)
         except BaseException:
             self._data.abort()
-            self._store.delete(data_filename(self._prefix, 0, 1))
+            self._store.delete(self._data_key)
             raise
         if isinstance(self._store, LocalStore):
             self._store.fsync_dir(self._store.dirname(self._prefix))
