@@ -19,7 +19,8 @@ import numpy as np
 from jaxsaver._format.slices import Extent
 
 __all__ = [
-    "ShardWrite", "SliceRead", "device_name", "plan_writes", "group_by_device", "HOST_DEVICE", "unique_indices",
+    "ShardWrite", "SliceRead", "device_name", "plan_writes", "group_by_device", "owned_devices", "HOST_DEVICE",
+    "unique_indices",
     "plan_reads", "scatter_runs",
 ]
 
@@ -94,6 +95,27 @@ def plan_writes(names: Sequence[str], values: Sequence[Any], *, sharded: bool) -
                 device=device_name(shard.device), shard=k,
             ))
     return writes
+
+
+def owned_devices(shardings: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[str]:
+    """The devices, sorted by name, that own data under ``shardings`` (None: a host value).
+
+    A device owns a block when it is the first device holding that block in the sharding's
+    device order, which is the shard jax numbers ``replica_id == 0``. Computed from the sharding
+    alone, over every process's devices, so all processes agree on the parts of a sharded save.
+    """
+    owners = set()
+    for sharding, shape in zip(shardings, shapes):
+        if sharding is None:
+            owners.add(HOST_DEVICE)
+            continue
+        seen = set()
+        for device, index in sharding.devices_indices_map(tuple(shape)).items():
+            block = _extents_from_index(index, shape) if index is not None else None
+            if block not in seen:
+                seen.add(block)
+                owners.add(device_name(device))
+    return sorted(owners)
 
 
 def group_by_device(writes: Sequence[ShardWrite]) -> list[tuple[str, list[ShardWrite]]]:

@@ -3,9 +3,11 @@
 The graph mirrors TensorFlow's: ``<scope>/Const:0`` is the filename placeholder (a default
 that every call may override, like ``placeholder_with_default``), ``<scope>/save_all`` writes
 the values and returns the prefix, ``<scope>/restore_all`` reads them back, and a sharded saver
-adds ``<scope>/save_shard_<k>`` / ``<scope>/restore_shard_<k>`` per device. Device-side work —
-the snapshot copy before the host transfer and the placement of restored values — is
-``jax.jit``-compiled once per saver and reused by every call, whatever the filename.
+adds ``<scope>/save_shard_<k>`` per device owning data (TF's per-device save ops, writing
+``<prefix>_temp/part-<k>-of-<n>``) and ``<scope>/merge`` (``MergeV2Checkpoints``); ``save_all``
+runs the device parts concurrently, then the merge. Device-side work before the host transfer
+(PRNG key data; with ``copy_snapshot`` a device copy of every array) is ``jax.jit``-compiled
+once per saver and reused by every call, whatever the filename.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharded_read import aligned_empty
-from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, unique_indices
+from jaxsaver._sharding import ShardWrite, group_by_device, owned_devices, plan_writes, unique_indices
 from jaxsaver._storage import resolve
 from jaxsaver.saveables import LeafKind, Saveable
 
@@ -244,35 +246,68 @@ class SaverBuilder:
         names = [s.name for s in saveables]
         placeholder = FilenamePlaceholder(filename or "model")
         graph = SaverGraph(scope=scope)
+        # The devices holding the template's data name the per-device parts of a sharded save.
+        devices = owned_devices(
+            [s.specs[0].sharding if s.kind in (LeafKind.JAX_ARRAY, LeafKind.PRNG_KEY) else None for s in saveables],
+            [s.shape for s in saveables],
+        ) if sharded else []
         builder = self
 
-        def save_all(values: Sequence[Any], filename: Any = None) -> str:
-            prefix = placeholder(filename)
-            host_values = builder._prepare(saveables, values)
-            writes = plan_writes(names, host_values, sharded=sharded)
-            if not sharded:
-                builder.save_op(prefix, writes, host_values)
-                return prefix
-            groups = group_by_device(writes)
+        def part_names(prefix: str, num_parts: int) -> tuple[list[str], list[str | None]]:
             store, _ = resolve(prefix)
             # Parts keep the user's spelling of the prefix (a URL stays a URL).
             temp = f"{prefix}_temp/part" if store.atomic_rename else f"{prefix}.part"
-            parts = [builder.sharded_filename(temp, k, len(groups)) for k in range(len(groups))]
+            parts = [builder.sharded_filename(temp, k, num_parts) for k in range(num_parts)]
             # Object stores cannot rename: each part's data object is written at its final merged
             # name, so merge_bundles only writes the index (part k's data is shard k of n).
-            data_paths = [None if store.atomic_rename else data_filename(prefix, k, len(groups)) for k in range(len(groups))]
-            if len(groups) == 1:
-                builder.save_op(parts[0], groups[0][1], host_values, data_path=data_paths[0])
-            else:
-                with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(groups))) as pool:
-                    futures = [
-                        pool.submit(builder.save_op, part, group, host_values, data_path=data)
-                        for part, data, (_, group) in zip(parts, data_paths, groups)
-                    ]
-                    for future in futures:
-                        future.result()
+            data_paths = [None if store.atomic_rename else data_filename(prefix, k, num_parts) for k in range(num_parts)]
+            return parts, data_paths
+
+        def plan(values: Sequence[Any]) -> tuple[list[Any], list[ShardWrite], list[tuple[str, list[ShardWrite]]]]:
+            host_values = builder._prepare(saveables, values)
+            writes = plan_writes(names, host_values, sharded=sharded)
+            return host_values, writes, group_by_device(writes)
+
+        def write_part(prefix: str, k: int, host_values: list[Any], groups: list) -> str:
+            parts, data_paths = part_names(prefix, len(groups))
+            builder.save_op(parts[k], groups[k][1], host_values, data_path=data_paths[k])
+            return parts[k]
+
+        def merge(filename: Any = None, num_parts: int | None = None) -> str:
+            prefix = placeholder(filename)
+            parts, data_paths = part_names(prefix, num_parts or len(devices))
             merge_bundles(parts, prefix, delete_old_dirs=True, data_paths=data_paths)
             return prefix
+
+        def save_all(values: Sequence[Any], filename: Any = None) -> str:
+            prefix = placeholder(filename)
+            host_values, writes, groups = plan(values)
+            if not sharded:
+                builder.save_op(prefix, writes, host_values)
+                return prefix
+            if len(groups) == 1:
+                write_part(prefix, 0, host_values, groups)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(groups))) as pool:
+                    futures = [pool.submit(write_part, prefix, k, host_values, groups) for k in range(len(groups))]
+                    for future in futures:
+                        future.result()
+            return merge(prefix, len(groups))
+
+        def save_shard_op(k: int) -> Callable[..., str]:
+            def save_shard(values: Sequence[Any], filename: Any = None) -> str:
+                """Writes the part of device ``k`` (TF's per-device save op); returns its prefix."""
+                prefix = placeholder(filename)
+                host_values, _, groups = plan(values)
+                found = [device for device, _ in groups]
+                if found != devices:
+                    raise InvalidArgumentError(
+                        f"{scope}/save_shard_{k}: the values live on devices {found}, the saver was "
+                        f"built for {devices}; use {scope}/save_all"
+                    )
+                return write_part(prefix, k, host_values, groups)
+
+            return save_shard
 
         def restore_all(filename: Any = None, shardings: Sequence[Any] | None = None) -> list[Any]:
             prefix = placeholder(filename)
@@ -294,6 +329,10 @@ class SaverBuilder:
             return builder._finalize(saveables, leaves)
 
         graph.ops[f"{scope}/Const:0"] = placeholder
+        if sharded:
+            for k in range(len(devices)):
+                graph.ops[f"{scope}/save_shard_{k}"] = save_shard_op(k)
+            graph.ops[f"{scope}/merge"] = merge
         graph.ops[f"{scope}/save_all"] = save_all
         graph.ops[f"{scope}/restore_all"] = restore_all
         saver_def = saver_pb2.SaverDef(

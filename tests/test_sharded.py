@@ -447,3 +447,55 @@ def test_restore_tf1_partitioned_variable(tmp_path):
     restored = saver.restore(prefix, target)
     assert np.array_equal(np.asarray(restored["params"]["w"]), full)
     assert Saver().restore(prefix)["params"]["w"].tolist() == full.tolist()
+
+
+# ----------------------------------------------------------------------------- per-device graph ops
+
+
+@pytest.mark.parametrize("mname,sname", SAVE_CASES)
+def test_owned_devices_are_the_replica0_shards(host, mname, sname):
+    """The build-time layout (from shardings alone) names the devices jax numbers replica 0."""
+    from jaxsaver._sharding import device_name, owned_devices
+
+    values = _device_tree(host, _sharding(mname, sname))
+    expected = sorted({
+        device_name(shard.device) for leaf in values.values() for shard in leaf.addressable_shards
+        if shard.replica_id == 0
+    })
+    assert owned_devices([v.sharding for v in values.values()], [v.shape for v in values.values()]) == expected
+
+
+def test_per_device_save_ops_then_merge_equal_save_all(tmp_path, host):
+    """save/save_shard_<k> for every device, then save/merge, writes what save/save_all writes."""
+    values = _device_tree(host, _sharding("4x2", "xy"))
+    saver = Saver(template=values, sharded=True)
+    graph = saver.graph
+    shard_ops = sorted(op for op in graph.ops if op.startswith("save/save_shard_"))
+    assert len(shard_ops) == 8 and "save/merge" in graph.ops
+    leaves = [values[s.name] for s in saver.saveables]
+    by_ops, by_all = str(tmp_path / "ops" / "model"), str(tmp_path / "all" / "model")
+    os.makedirs(os.path.dirname(by_ops))
+    os.makedirs(os.path.dirname(by_all))
+    parts = [graph.run(op, leaves, filename=by_ops) for op in shard_ops]
+    assert parts == [f"{by_ops}_temp/part-{k:05d}-of-00008" for k in range(8)]
+    assert graph.run("save/merge", filename=by_ops) == by_ops
+    assert graph.run("save/save_all", leaves, filename=by_all) == by_all
+    names = sorted(os.listdir(os.path.dirname(by_ops)))
+    assert names == sorted(os.listdir(os.path.dirname(by_all)))
+    for name in names:
+        with open(os.path.join(tmp_path, "ops", name), "rb") as a, open(os.path.join(tmp_path, "all", name), "rb") as b:
+            assert a.read() == b.read(), name
+
+
+def test_per_device_save_op_rejects_values_on_other_devices(tmp_path, host):
+    from jaxsaver import InvalidArgumentError
+
+    saver = Saver(template=_device_tree(host, _sharding("4x2", "xy")), sharded=True)
+    moved = _device_tree(host, _sharding("8", "rep"))
+    leaves = [moved[s.name] for s in saver.saveables]
+    with pytest.raises(InvalidArgumentError, match="save_shard_0"):
+        saver.graph.run("save/save_shard_0", leaves, filename=str(tmp_path / "m"))
+    # save_all plans from the values themselves and still works
+    prefix = saver.save(moved, str(tmp_path / "m"), write_meta_graph=False)
+    with BundleReader(prefix) as reader:
+        np.testing.assert_array_equal(reader.get_tensor("w").view(np.uint32), host["w"].view(np.uint32))
