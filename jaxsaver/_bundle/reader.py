@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ _MAX_ITEMSIZE = 16
 _MAX_NBYTES = 2**63 - 1
 # Whole-tensor reads go in pieces of this size, each checksummed while it is in the CPU cache.
 _CHUNK_BYTES = 4 << 20
+_READ_AHEAD_THREADS = 8
 
 
 class TensorInfo:
@@ -149,6 +151,7 @@ class BundleReader:
         self._fds: dict[int, int] = {}
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
         try:
             data = self._store.read(self._index_key)
@@ -202,15 +205,25 @@ class BundleReader:
     def __exit__(self, *_: Any) -> None:
         self.close()
 
+    def _prefetcher(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Helper threads that read ahead of the checksum (one in flight per tensor being read)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(_READ_AHEAD_THREADS, thread_name_prefix="jaxsaver-read")
+            return self._pool
+
     def close(self) -> None:
         """Closes the data files kept open for reading."""
         import os
 
         with self._lock:
+            pool, self._pool = self._pool, None
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
             self._closed = True
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def __del__(self) -> None:
         try:
@@ -502,14 +515,27 @@ class BundleReader:
         self._expected_nbytes(name, entry, dtype)
         if out is None:
             out = np.empty(shape, dtype=self._host_dtype(dtype))
-        # Read straight into the output in pieces, each checksummed right after its read while it
-        # is still in the CPU cache.
+        # Read straight into the output in pieces. While one piece is checksummed (in the CPU
+        # cache still), the next is already being read by a helper thread: the read releases the
+        # GIL, so disk and checksum overlap.
         flat = out.reshape(-1).view(np.uint8)
+        chunks = [flat[start : start + _CHUNK_BYTES] for start in range(0, flat.nbytes, _CHUNK_BYTES)]
+
+        def read(k: int) -> None:
+            self._read_into(entry.shard_id, entry.offset + k * _CHUNK_BYTES, memoryview(chunks[k]))
+
         running = 0
-        for start in range(0, flat.nbytes, _CHUNK_BYTES):
-            chunk = flat[start : start + _CHUNK_BYTES]
-            self._read_into(entry.shard_id, entry.offset + start, memoryview(chunk))
-            running = extend(running, chunk)
+        if len(chunks) <= 1:
+            for k in range(len(chunks)):
+                read(k)
+                running = extend(running, chunks[k])
+        else:
+            pending = self._prefetcher().submit(read, 0)
+            for k in range(len(chunks)):
+                pending.result()
+                if k + 1 < len(chunks):
+                    pending = self._prefetcher().submit(read, k + 1)
+                running = extend(running, chunks[k])
         self._check_crc(name, entry, mask(running))
         if self.big_endian and dtype.itemsize > 1:
             out = out.astype(dtype)
