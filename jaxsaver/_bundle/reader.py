@@ -47,6 +47,7 @@ _MAX_NBYTES = 2**63 - 1
 # Whole-tensor reads go in pieces of this size, each checksummed while it is in the CPU cache.
 _CHUNK_BYTES = 4 << 20
 _READ_AHEAD_THREADS = 8
+_READ_AHEAD_CHUNKS = 1
 
 
 class TensorInfo:
@@ -530,11 +531,12 @@ class BundleReader:
                 read(k)
                 running = extend(running, chunks[k])
         else:
-            pending = self._prefetcher().submit(read, 0)
+            pool = self._prefetcher()
+            pending = [pool.submit(read, k) for k in range(min(_READ_AHEAD_CHUNKS, len(chunks)))]
             for k in range(len(chunks)):
-                pending.result()
-                if k + 1 < len(chunks):
-                    pending = self._prefetcher().submit(read, k + 1)
+                pending.pop(0).result()
+                if k + _READ_AHEAD_CHUNKS < len(chunks):
+                    pending.append(pool.submit(read, k + _READ_AHEAD_CHUNKS))
                 running = extend(running, chunks[k])
         self._check_crc(name, entry, mask(running))
         if self.big_endian and dtype.itemsize > 1:
