@@ -36,6 +36,10 @@ from jaxsaver.saver import restore_as_numpy as restore_as_numpy
 
 __version__ = "0.1.0"
 
+from jaxsaver.inspect import register_notebook_displays as _register_notebook_displays  # noqa: E402
+
+_register_notebook_displays()
+
 __all__ = [
     "CheckpointReader",
     "list_variables",

@@ -754,3 +754,25 @@ def meta_graph_html(meta: Any) -> str:
     tags = ", ".join(meta.meta_info_def.tags)
     extra = f"<div class='jxs-muted'>tags: {_e(tags)}</div>" if tags else ""
     return tree_html(_meta_root(meta), kind="MetaGraphDef", extra=extra)
+
+
+def register_notebook_displays(shell: Any = None) -> bool:
+    """Registers the HTML view of ``MetaGraphDef`` messages with IPython's display formatter.
+
+    Protobuf messages cannot carry a ``_repr_html_`` of their own, so the notebook display of
+    ``Saver.export_meta_graph()`` is registered by type. Called when jaxsaver is imported inside
+    IPython; returns whether a shell was found.
+    """
+    if shell is None:
+        import sys
+
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return False
+    from jaxsaver import meta_graph_pb2
+
+    formatters = shell.display_formatter.formatters
+    formatters["text/html"].for_type(meta_graph_pb2.MetaGraphDef, meta_graph_html)
+    formatters["text/plain"].for_type(meta_graph_pb2.MetaGraphDef, lambda meta, p, cycle: p.text(meta_graph_text(meta)))
+    return True

@@ -238,3 +238,22 @@ def test_html_repr_renders_names_shapes_and_totals(ref):
     # names are escaped
     leaves = [jaxsaver.inspect.TensorSummary(name="<b>&", shape=(1,), dtype="float32", num_elements=1, nbytes=4)]
     assert "&lt;b&gt;&amp;" in jaxsaver.inspect.tree_html(build_tree(leaves))
+
+
+def test_meta_graph_def_has_a_notebook_display(tmp_path):
+    """A MetaGraphDef (from Saver.export_meta_graph) renders as HTML and text in IPython."""
+    import numpy as np
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jaxsaver import Saver
+    from jaxsaver.inspect import register_notebook_displays
+
+    shell = InteractiveShell.instance()
+    try:
+        assert register_notebook_displays(shell)
+        meta = Saver(template={"params": {"w": np.zeros((3, 4), np.float32)}}).export_meta_graph()
+        data, _ = shell.display_formatter.format(meta)
+        assert "params" in data["text/html"] and "[3,4]" in data["text/html"]
+        assert data["text/plain"].startswith("MetaGraphDef")
+    finally:
+        InteractiveShell.clear_instance()
