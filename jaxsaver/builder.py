@@ -28,7 +28,7 @@ from jaxsaver._bundle.writer import BundleWriter
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._format.tensors import data_filename
-from jaxsaver._sharded_read import aligned_empty
+from jaxsaver._sharded_read import BlockReads, aligned_empty
 from jaxsaver._sharding import ShardWrite, group_by_device, owned_devices, plan_writes, unique_indices
 from jaxsaver._storage import resolve
 from jaxsaver.saveables import LeafKind, Saveable
@@ -98,8 +98,8 @@ class SaverGraph:
 def _snapshot(leaves: tuple[Any, ...], copy: bool) -> tuple[Any, ...]:
     """The arrays to transfer: PRNG keys as their key data; with ``copy``, fresh device copies.
 
-    Without ``copy`` the other arrays are returned as they are, which ``jax.jit`` forwards
-    without touching their buffers (no device memory, no time).
+    Without ``copy`` only PRNG keys are passed in (see ``SaverBuilder._prepare``): ``jax.jit``
+    does not forward an untouched input, so passing the other arrays would copy them.
     """
     out = []
     for x in leaves:
@@ -171,8 +171,6 @@ class SaverBuilder:
         into the blocks, and the reads of all tensors run concurrently (one task per stored
         slice). Returns, per saveable, a numpy array or ``[(extents, devices, block), ...]``.
         """
-        from jaxsaver._sharded_read import BlockReads
-
         plans: dict[int, BlockReads] = {}
         tasks: list[Callable[[], None]] = []
         whole: list[int] = []
@@ -354,7 +352,9 @@ class SaverBuilder:
         device_positions = []
         device_leaves = []
         for i, (saveable, value) in enumerate(zip(saveables, values)):
-            if saveable.kind in (LeafKind.JAX_ARRAY, LeafKind.PRNG_KEY):
+            if saveable.kind == LeafKind.JAX_ARRAY and not isinstance(value, jax.Array):
+                host[i] = saveable.to_host(value)  # a host array for a device leaf: checked, written as is
+            elif saveable.kind in (LeafKind.JAX_ARRAY, LeafKind.PRNG_KEY):
                 if not isinstance(value, jax.Array):
                     raise InvalidArgumentError(
                         f"{saveable.name}: expected a jax.Array, got {type(value).__name__}"

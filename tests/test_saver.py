@@ -901,3 +901,15 @@ def test_copy_snapshot_builder_saves_device_copies(tmp_path):
     restored = saver.restore(str(tmp_path / "m2"))
     assert np.array_equal(np.asarray(restored["w"]), np.asarray(state["w"]))
     assert np.array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(state["key"]))
+
+
+def test_numpy_value_for_a_jax_leaf_is_saved_and_checked(tmp_path):
+    """Values may hold a host array where the template has a jax.Array (same shape and dtype)."""
+    template = {"w": jnp.zeros((2, 3), jnp.float32)}
+    saver = Saver(template=template)
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    restored = saver.restore(saver.save({"w": host}, str(tmp_path / "m")))
+    assert isinstance(restored["w"], jax.Array)
+    np.testing.assert_array_equal(np.asarray(restored["w"]), host)
+    with pytest.raises(InvalidArgumentError, match="w"):
+        saver.save({"w": host.astype(np.float64)}, str(tmp_path / "bad"))
