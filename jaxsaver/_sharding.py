@@ -19,7 +19,8 @@ import numpy as np
 from jaxsaver._format.slices import Extent
 
 __all__ = [
-    "ShardWrite", "SliceRead", "device_name", "plan_writes", "group_by_device", "owned_devices", "HOST_DEVICE",
+    "ShardWrite", "SliceRead", "device_name", "plan_writes", "group_by_device", "owned_devices", "split_groups",
+    "HOST_DEVICE",
     "unique_indices",
     "plan_reads", "scatter_runs",
 ]
@@ -124,6 +125,42 @@ def group_by_device(writes: Sequence[ShardWrite]) -> list[tuple[str, list[ShardW
     for write in writes:
         groups.setdefault(write.device, []).append(write)
     return sorted(groups.items(), key=lambda item: item[0])
+
+
+def split_groups(
+    groups: Sequence[tuple[str, list[ShardWrite]]], sizes: Sequence[int], cap: int | None
+) -> list[tuple[str, list[ShardWrite]]]:
+    """Splits each device's writes into consecutive runs of at most ``cap`` bytes.
+
+    ``sizes[i]`` is the byte size of ``writes`` number ``i`` in group order. A single write larger
+    than ``cap`` gets a part of its own (the store then reports it). Object stores cap object
+    sizes (S3 without multipart upload: 5 GiB), so a large device group becomes several parts,
+    which the merge joins like any others.
+
+    Example:
+        >>> w = [ShardWrite(value_index=i, name=str(i), full_shape=(), extents=None, device="d", shard=None)
+        ...      for i in range(3)]
+        >>> [[x.name for x in ws] for _, ws in split_groups([("d", w)], [4, 4, 4], cap=8)]
+        [['0', '1'], ['2']]
+    """
+    if not cap:
+        return list(groups)
+    out = []
+    position = 0
+    for device, writes in groups:
+        current: list[ShardWrite] = []
+        total = 0
+        for write in writes:
+            size = sizes[position]
+            position += 1
+            if current and total + size > cap:
+                out.append((device, current))
+                current, total = [], 0
+            current.append(write)
+            total += size
+        if current:
+            out.append((device, current))
+    return out
 
 
 def unique_indices(sharding: Any, shape: tuple[int, ...]) -> list[tuple[tuple[Extent, ...], list[Any]]]:

@@ -29,7 +29,7 @@ from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharded_read import BlockReads, aligned_empty
-from jaxsaver._sharding import ShardWrite, group_by_device, owned_devices, plan_writes, unique_indices
+from jaxsaver._sharding import ShardWrite, group_by_device, owned_devices, plan_writes, split_groups, unique_indices
 from jaxsaver._storage import resolve
 from jaxsaver.saveables import LeafKind, Saveable
 
@@ -261,10 +261,17 @@ class SaverBuilder:
             data_paths = [None if store.atomic_rename else data_filename(prefix, k, num_parts) for k in range(num_parts)]
             return parts, data_paths
 
-        def plan(values: Sequence[Any]) -> tuple[list[Any], list[ShardWrite], list[tuple[str, list[ShardWrite]]]]:
+        def plan(
+            values: Sequence[Any], prefix: str
+        ) -> tuple[list[Any], list[ShardWrite], list[tuple[str, list[ShardWrite]]]]:
             host_values = builder._prepare(saveables, values)
             writes = plan_writes(names, host_values, sharded=sharded)
-            return host_values, writes, group_by_device(writes)
+            groups = group_by_device(writes)
+            cap = getattr(resolve(prefix)[0], "max_object_bytes", None)
+            if sharded and cap:
+                sizes = [_write_nbytes(w, host_values) for _, group in groups for w in group]
+                groups = split_groups(groups, sizes, cap)
+            return host_values, writes, groups
 
         def write_part(prefix: str, k: int, host_values: list[Any], groups: list) -> str:
             parts, data_paths = part_names(prefix, len(groups))
@@ -279,7 +286,7 @@ class SaverBuilder:
 
         def save_all(values: Sequence[Any], filename: Any = None) -> str:
             prefix = placeholder(filename)
-            host_values, writes, groups = plan(values)
+            host_values, writes, groups = plan(values, prefix)
             if not sharded:
                 builder.save_op(prefix, writes, host_values)
                 return prefix
@@ -296,7 +303,7 @@ class SaverBuilder:
             def save_shard(values: Sequence[Any], filename: Any = None) -> str:
                 """Writes the part of device ``k`` (TF's per-device save op); returns its prefix."""
                 prefix = placeholder(filename)
-                host_values, _, groups = plan(values)
+                host_values, _, groups = plan(values, prefix)
                 found = [device for device, _ in groups]
                 if found != devices:
                     raise InvalidArgumentError(
@@ -457,6 +464,15 @@ def _group_by_devices(
         else:
             out = [floating]
     return out
+
+
+def _write_nbytes(write: ShardWrite, host_values: Sequence[Any]) -> int:
+    """The bytes one write will put into its data file (strings: their total length)."""
+    value = host_values[write.value_index]
+    if getattr(value, "dtype", None) is not None and np.dtype(value.dtype).kind != "O":
+        shape = write.full_shape if write.extents is None else tuple(n for _, n in write.extents)
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(value.dtype).itemsize
+    return sum(len(x) + 10 for x in np.asarray(value, dtype=object).reshape(-1))
 
 
 def _check_value(saveable: Saveable, value: Any) -> None:

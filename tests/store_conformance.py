@@ -354,6 +354,29 @@ class StoreConformance:
 class KvStoreConformance(StoreConformance):
     """Extra checks for tensorstore-backed stores (object cap, typed errors)."""
 
+    def test_device_group_over_the_object_cap_becomes_several_parts(self, root):
+        """A device's data larger than the store's object cap is split into several part bundles."""
+        import jax
+        import jax.numpy as jnp
+
+        from jaxsaver import Saver
+
+        mesh = jax.make_mesh((8,), ("x",))
+        rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
+        # 4 arrays x 32 KiB per device: 128 KiB per device against a 100 KiB object cap
+        tree = {f"w{i}": jax.device_put(jnp.full((256, 256), i, jnp.float32), rows) for i in range(4)}
+        store, _ = resolve(f"{root}/capped")
+        old = store.max_object_bytes
+        store.max_object_bytes = 100 * 1024
+        try:
+            prefix = Saver(template=tree, sharded=True).save(tree, f"{root}/capped/model", write_meta_graph=False)
+            data = [k for k in store.list(resolve(prefix)[1] + ".data-")]
+            assert len(data) == 16, data  # 8 devices x 2 parts of at most 100 KiB
+            assert all(store.size(k) <= 100 * 1024 for k in data)
+            assert_tree_equal(Saver(template=tree).restore(prefix, target=tree), tree)
+        finally:
+            store.max_object_bytes = old
+
     def test_sharded_save_copies_no_object(self, root, monkeypatch):
         """Object stores cannot rename: part data objects are written at their merged names."""
         from jaxsaver import Saver
