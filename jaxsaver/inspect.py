@@ -2,7 +2,8 @@
 
 Pure formatting: everything here works on plain values or on any object with a
 ``CheckpointReader``-like interface (``keys``, ``shape``, ``dtype``, ``get_slice``,
-``get_tensor``, ``tensor_infos``); nothing opens files.
+``get_tensor``, ``tensor_infos``); nothing opens files. Statistics and diffs live in
+:mod:`jaxsaver._compare`, shared formatting in :mod:`jaxsaver._display`; both are re-exported here.
 
 Example:
     >>> leaves = [TensorSummary(name="params/w", shape=(2, 3), dtype="float32", num_elements=6, nbytes=24),
@@ -19,15 +20,21 @@ Example:
 
 from __future__ import annotations
 
-import html
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from jaxsaver._compare import DiffResult as DiffResult
+from jaxsaver._compare import TensorDiff as TensorDiff
+from jaxsaver._compare import TensorStats as TensorStats
+from jaxsaver._compare import diff_readers as diff_readers
+from jaxsaver._compare import tensor_stats as tensor_stats
+from jaxsaver._display import CSS, escape, plural, shape_text
+from jaxsaver._display import human_size as human_size
 
 __all__ = [
     "DiffResult",
@@ -225,33 +232,8 @@ def _freeze(name: str, node: dict) -> TreeNode:
     )
 
 
-def human_size(nbytes: int | None) -> str:
-    """``1.5 KiB`` style sizes (exact bytes below 1 KiB).
-
-    Example:
-        >>> human_size(12), human_size(1536), human_size(None)
-        ('12 B', '1.5 KiB', '?')
-    """
-    if nbytes is None:
-        return "?"
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
 def _totals(node: TreeNode) -> str:
-    return f"{_plural(node.num_tensors, 'tensor')}, {node.num_elements:,} params, {human_size(node.nbytes)}"
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
+    return f"{plural(node.num_tensors, 'tensor')}, {node.num_elements:,} params, {human_size(node.nbytes)}"
 
 
 # ---------------------------------------------------------------------------------- text
@@ -267,12 +249,12 @@ def tree_text(root: TreeNode, *, max_rows: int = 2000) -> str:
             rows.append((f"{pad}{node.name}/", _totals(node)))
             if node.tensor is not None:
                 t = node.tensor
-                rows.append((f"{pad}  .", t.dtype, _shape_text(t.shape), human_size(t.nbytes), t.storage()))
+                rows.append((f"{pad}  .", t.dtype, shape_text(t.shape), human_size(t.nbytes), t.storage()))
             for child in node.children:
                 visit(child, depth + 1)
         else:
             t = node.tensor
-            rows.append((f"{pad}{node.name}", t.dtype, _shape_text(t.shape), human_size(t.nbytes), t.storage()))
+            rows.append((f"{pad}{node.name}", t.dtype, shape_text(t.shape), human_size(t.nbytes), t.storage()))
 
     for child in root.children:
         visit(child, 1)
@@ -297,32 +279,11 @@ def tree_text(root: TreeNode, *, max_rows: int = 2000) -> str:
 
 # ---------------------------------------------------------------------------------- HTML
 
-_CSS = """<style>
-.jxs{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;line-height:1.45}
-.jxs .jxs-head{font-weight:600;margin-bottom:4px}
-.jxs .jxs-muted{opacity:.65;font-weight:400}
-.jxs details{margin-left:14px}
-.jxs > details{margin-left:0}
-.jxs > details > details{margin-left:0}
-.jxs summary{cursor:pointer}
-.jxs table{border-collapse:collapse;margin:2px 0 2px 14px}
-.jxs td,.jxs th{padding:1px 10px 1px 0;text-align:left;vertical-align:top;border:none;white-space:nowrap}
-.jxs th{font-weight:600;opacity:.75}
-.jxs td.num{text-align:right}
-.jxs tr.jxs-total td{border-top:1px solid rgba(127,127,127,.5);font-weight:600}
-.jxs .jxs-bad{color:#c62828}
-.jxs .jxs-ok{color:#2e7d32}
-</style>"""
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _leaf_row(label: str, t: TensorSummary, storage: bool) -> str:
-    extra = f"<td>{_e(t.storage())}</td>" if storage else ""
+    extra = f"<td>{escape(t.storage())}</td>" if storage else ""
     return (
-        f"<tr><td>{_e(label)}</td><td>{_e(_shape_text(t.shape))}</td><td>{_e(t.dtype)}</td>"
-        f"<td class='num'>{_e(human_size(t.nbytes))}</td>{extra}</tr>"
+        f"<tr><td>{escape(label)}</td><td>{escape(shape_text(t.shape))}</td><td>{escape(t.dtype)}</td>"
+        f"<td class='num'>{escape(human_size(t.nbytes))}</td>{extra}</tr>"
     )
 
 
@@ -344,8 +305,8 @@ def _group_html(node: TreeNode, depth: int, open_depth: int, storage: bool, need
     for group in groups:
         opened = " open" if depth < open_depth or group.num_tensors <= 8 else ""
         parts.append(
-            f"<details{opened}><summary><b>{_e(group.name)}/</b> "
-            f"<span class='jxs-muted'>{_e(_totals(group))}</span></summary>"
+            f"<details{opened}><summary><b>{escape(group.name)}/</b> "
+            f"<span class='jxs-muted'>{escape(_totals(group))}</span></summary>"
             + _group_html(group, depth + 1, open_depth, storage, need_header)
             + "</details>"
         )
@@ -357,296 +318,12 @@ def tree_html(root: TreeNode, *, kind: str = "CheckpointReader", open_depth: int
     storage = any(t.storage() for t in root.walk())
     body = _group_html(root, 0, open_depth, storage, [True])
     total = (
-        f"<table><tr class='jxs-total'><td>total</td><td>{_e(_plural(root.num_tensors, 'tensor'))}</td>"
-        f"<td>{root.num_elements:,} params</td><td class='num'>{_e(human_size(root.nbytes))}</td></tr></table>"
+        f"<table><tr class='jxs-total'><td>total</td><td>{escape(plural(root.num_tensors, 'tensor'))}</td>"
+        f"<td>{root.num_elements:,} params</td><td class='num'>{escape(human_size(root.nbytes))}</td></tr></table>"
     )
     return (
-        f"<div class='jxs'>{_CSS}<details open><summary class='jxs-head'>{_e(kind)} "
-        f"<span class='jxs-muted'>{_e(root.name)}</span></summary>{extra}{body}{total}</details></div>"
-    )
-
-
-# ---------------------------------------------------------------------------------- stats
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TensorStats:
-    """Summary statistics of one tensor, over its finite values (complex: magnitudes)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    count: int
-    """Number of elements."""
-    finite: int
-    """Finite elements (those min/max/mean/std cover)."""
-    nan_count: int
-    inf_count: int
-    min: float | None
-    max: float | None
-    mean: float | None
-    std: float | None
-    """Population standard deviation."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "dtype": self.dtype, "shape": list(self.shape), "count": self.count,
-            "finite": self.finite, "nan_count": self.nan_count, "inf_count": self.inf_count,
-            "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
-        }
-
-    def __repr__(self) -> str:
-        def f(v: float | None) -> str:
-            return "-" if v is None else f"{v:.6g}"
-
-        return (
-            f"{self.name} ({self.dtype}) {_shape_text(self.shape)}: min {f(self.min)}, max {f(self.max)}, "
-            f"mean {f(self.mean)}, std {f(self.std)}, NaN {self.nan_count}, Inf {self.inf_count}"
-        )
-
-    def _repr_html_(self) -> str:
-        cells = "".join(
-            f"<td>{_e(v)}</td>"
-            for v in (self.name, _shape_text(self.shape), self.dtype, self.min, self.max, self.mean,
-                      self.std, self.nan_count, self.inf_count)
-        )
-        head = "".join(f"<th>{h}</th>" for h in ("name", "shape", "dtype", "min", "max", "mean", "std", "NaN", "Inf"))
-        return f"<div class='jxs'>{_CSS}<table><tr>{head}</tr><tr>{cells}</tr></table></div>"
-
-
-def _row_chunks(shape: tuple[int, ...], itemsize: int, chunk_bytes: int) -> Iterable[Any]:
-    """Index objects reading ``shape`` in runs of whole rows of about ``chunk_bytes``."""
-    if not shape:
-        yield ()
-        return
-    row = int(np.prod(shape[1:], dtype=np.int64)) * max(itemsize, 1)
-    step = max(1, chunk_bytes // max(row, 1))
-    for start in range(0, shape[0], step):
-        yield (slice(start, min(start + step, shape[0])),)
-
-
-def _as_float(x: np.ndarray) -> np.ndarray:
-    if x.dtype.kind == "c":
-        return np.abs(x).astype(np.float64)
-    return x.astype(np.float64)
-
-
-def tensor_stats(reader: Any, name: str, *, chunk_bytes: int = 16 << 20) -> TensorStats:
-    """Streams a tensor in chunks of rows (``reader.get_slice``) and combines running moments."""
-    shape = tuple(reader.shape(name))
-    dtype = reader.dtype(name)
-    itemsize = dtype.itemsize
-    if itemsize is None:
-        from jaxsaver._errors import InvalidArgumentError
-
-        raise InvalidArgumentError(f"tensor {name!r} has dtype {dtype.name}: statistics need a numeric tensor")
-    count = finite = nans = infs = 0
-    mean = m2 = 0.0
-    lo = hi = None
-    for index in _row_chunks(shape, itemsize, chunk_bytes):
-        raw = np.asarray(reader.get_slice(name, index) if index != () else reader.get_tensor(name))
-        x = _as_float(raw).reshape(-1)
-        count += x.size
-        ok = np.isfinite(x)
-        nan = int(np.isnan(x).sum())
-        nans += nan
-        infs += int(x.size - ok.sum() - nan)
-        v = x[ok]
-        if not v.size:
-            continue
-        if raw.dtype.kind in "iub":
-            r = raw.reshape(-1)
-            cmin, cmax = r.min().item(), r.max().item()
-        else:
-            cmin, cmax = float(v.min()), float(v.max())
-        lo = cmin if lo is None else min(lo, cmin)
-        hi = cmax if hi is None else max(hi, cmax)
-        n_b = v.size
-        mean_b = float(v.mean())
-        m2_b = float(((v - mean_b) ** 2).sum())
-        total = finite + n_b
-        delta = mean_b - mean
-        mean += delta * n_b / total
-        m2 += m2_b + delta * delta * finite * n_b / total
-        finite = total
-    return TensorStats(
-        name=name, dtype=dtype.name, shape=shape, count=count, finite=finite, nan_count=nans,
-        inf_count=infs, min=lo, max=hi, mean=mean if finite else None,
-        std=math.sqrt(m2 / finite) if finite else None,
-    )
-
-
-# ---------------------------------------------------------------------------------- diff
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TensorDiff:
-    """One tensor present in both checkpoints."""
-
-    name: str
-    dtype_a: str
-    dtype_b: str
-    shape_a: tuple[int, ...]
-    shape_b: tuple[int, ...]
-    num_different: int | None = None
-    """Elements that differ (NaN equals NaN); None when shapes or dtypes differ."""
-    max_abs_diff: float | None = None
-    """Largest ``|a - b|`` (inf where one side is NaN or infinite); None if not comparable."""
-
-    @property
-    def changed_type(self) -> bool:
-        """Shape or dtype differ."""
-        return self.shape_a != self.shape_b or self.dtype_a != self.dtype_b
-
-    @property
-    def equal(self) -> bool:
-        return not self.changed_type and self.num_different == 0
-
-    def describe(self) -> str:
-        if self.shape_a != self.shape_b or self.dtype_a != self.dtype_b:
-            return (f"{self.dtype_a} {_shape_text(self.shape_a)} -> {self.dtype_b} {_shape_text(self.shape_b)}")
-        if self.num_different == 0:
-            return "equal"
-        extra = "" if self.max_abs_diff is None else f", max abs diff {self.max_abs_diff:.6g}"
-        return f"{self.num_different} elements differ{extra}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "dtype_a": self.dtype_a, "dtype_b": self.dtype_b,
-            "shape_a": list(self.shape_a), "shape_b": list(self.shape_b),
-            "num_different": self.num_different, "max_abs_diff": self.max_abs_diff, "equal": self.equal,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DiffResult:
-    """How checkpoint ``b`` differs from ``a``; falsy when they hold the same tensors and values."""
-
-    a: str
-    b: str
-    only_in_a: tuple[TensorSummary, ...] = ()
-    only_in_b: tuple[TensorSummary, ...] = ()
-    common: tuple[TensorDiff, ...] = field(default=())
-
-    @property
-    def changed(self) -> tuple[TensorDiff, ...]:
-        """Common tensors whose shape or dtype differ."""
-        return tuple(d for d in self.common if d.changed_type)
-
-    @property
-    def different(self) -> tuple[TensorDiff, ...]:
-        """Common tensors that are not equal (type changes included)."""
-        return tuple(d for d in self.common if not d.equal)
-
-    @property
-    def identical(self) -> bool:
-        return not self.only_in_a and not self.only_in_b and not self.different
-
-    def __bool__(self) -> bool:
-        return not self.identical
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "a": self.a, "b": self.b, "identical": self.identical,
-            "only_in_a": [t.to_dict() for t in self.only_in_a],
-            "only_in_b": [t.to_dict() for t in self.only_in_b],
-            "common": [d.to_dict() for d in self.common],
-        }
-
-    def __repr__(self) -> str:
-        lines = [f"diff {self.a} {self.b}: " + (
-            "identical" if self.identical else
-            f"{len(self.only_in_a)} only in a, {len(self.only_in_b)} only in b, "
-            f"{len(self.changed)} changed shape/dtype, {len(self.different) - len(self.changed)} changed values, "
-            f"{len(self.common) - len(self.different)} equal"
-        )]
-        for t in self.only_in_a:
-            lines.append(f"- {t.name} ({t.dtype}) {_shape_text(t.shape)}")
-        for t in self.only_in_b:
-            lines.append(f"+ {t.name} ({t.dtype}) {_shape_text(t.shape)}")
-        for d in self.different:
-            lines.append(f"~ {d.name}: {d.describe()}")
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = []
-        for t in self.only_in_a:
-            rows.append(("jxs-bad", "−", t.name, f"{t.dtype} {_shape_text(t.shape)}", "only in a"))
-        for t in self.only_in_b:
-            rows.append(("jxs-ok", "+", t.name, f"{t.dtype} {_shape_text(t.shape)}", "only in b"))
-        for d in self.common:
-            cls = "" if d.equal else "jxs-bad"
-            mark = "=" if d.equal else "~"
-            rows.append((cls, mark, d.name, f"{d.dtype_a} {_shape_text(d.shape_a)}", d.describe()))
-        body = "".join(
-            f"<tr class='{c}'><td>{_e(m)}</td><td>{_e(n)}</td><td>{_e(t)}</td><td>{_e(w)}</td></tr>"
-            for c, m, n, t, w in rows
-        )
-        summary = repr(self).splitlines()[0]
-        equal = len(self.common) - len(self.different)
-        return (
-            f"<div class='jxs'>{_CSS}<details open><summary class='jxs-head'>{_e(summary)}</summary>"
-            "<table><tr><th></th><th>name</th><th>a</th><th>difference</th></tr>"
-            f"{body}<tr class='jxs-total'><td></td><td>total</td>"
-            f"<td>{len(self.common)} common</td><td>{equal} equal, {len(self.different)} different, "
-            f"{len(self.only_in_a) + len(self.only_in_b)} unmatched</td></tr></table></details></div>"
-        )
-
-
-def _compare_chunk(a: np.ndarray, b: np.ndarray) -> tuple[int, float | None]:
-    if a.dtype.kind in "OSU" or b.dtype.kind in "OSU":
-        if a.shape != b.shape:
-            return max(a.size, b.size), None
-        return int(np.count_nonzero(np.asarray(a != b))), None
-    same = a == b
-    if a.dtype.kind in "fc" or b.dtype.kind in "fc" or a.dtype != b.dtype:
-        fa, fb = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64), b.astype(
-            np.complex128 if b.dtype.kind == "c" else np.float64
-        )
-        same = same | (np.isnan(fa) & np.isnan(fb))
-        with np.errstate(invalid="ignore", over="ignore"):
-            d = np.abs(fa - fb)
-        d = np.where(same, 0.0, np.where(np.isnan(d), np.inf, d))
-    else:
-        d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    diff_count = int(same.size - np.count_nonzero(same))
-    return diff_count, float(d.max()) if d.size else 0.0
-
-
-def diff_readers(a: Any, b: Any, *, chunk_bytes: int = 16 << 20) -> DiffResult:
-    """Compares two open readers: keys in one only, shape/dtype changes, values chunk by chunk."""
-    infos_a = {t.name: t for t in a.tensor_infos()}
-    infos_b = {t.name: t for t in b.tensor_infos()}
-    common = []
-    for name in sorted(infos_a.keys() & infos_b.keys()):
-        ta, tb = infos_a[name], infos_b[name]
-        d = TensorDiff(name=name, dtype_a=ta.dtype, dtype_b=tb.dtype, shape_a=ta.shape, shape_b=tb.shape)
-        if not d.changed_type:
-            itemsize = a.dtype(name).itemsize
-            if itemsize is None:
-                va, vb = np.asarray(a.get_tensor(name)), np.asarray(b.get_tensor(name))
-                n, m = _compare_chunk(va, vb)
-            else:
-                n, m = 0, 0.0
-                for index in _row_chunks(ta.shape, itemsize, chunk_bytes):
-                    if index == ():
-                        va, vb = np.asarray(a.get_tensor(name)), np.asarray(b.get_tensor(name))
-                    else:
-                        va, vb = a.get_slice(name, index), b.get_slice(name, index)
-                    cn, cm = _compare_chunk(va, vb)
-                    n += cn
-                    m = max(m, cm)
-            d = TensorDiff(
-                name=name, dtype_a=ta.dtype, dtype_b=tb.dtype, shape_a=ta.shape, shape_b=tb.shape,
-                num_different=n, max_abs_diff=m,
-            )
-        common.append(d)
-    return DiffResult(
-        a=str(getattr(a, "prefix", "a")),
-        b=str(getattr(b, "prefix", "b")),
-        only_in_a=tuple(infos_a[k] for k in sorted(infos_a.keys() - infos_b.keys())),
-        only_in_b=tuple(infos_b[k] for k in sorted(infos_b.keys() - infos_a.keys())),
-        common=tuple(common),
+        f"<div class='jxs'>{CSS}<details open><summary class='jxs-head'>{escape(kind)} "
+        f"<span class='jxs-muted'>{escape(root.name)}</span></summary>{extra}{body}{total}</details></div>"
     )
 
 
@@ -729,7 +406,7 @@ def saver_html(saver: Any) -> str:
     checkpoints = list(getattr(saver, "last_checkpoints", ()))
     extra = ""
     if checkpoints:
-        extra = "<div>checkpoints: " + ", ".join(f"<code>{_e(p)}</code>" for p in checkpoints) + "</div>"
+        extra = "<div>checkpoints: " + ", ".join(f"<code>{escape(p)}</code>" for p in checkpoints) + "</div>"
     return tree_html(root, kind="Saver", extra=extra)
 
 
@@ -752,7 +429,7 @@ def meta_graph_text(meta: Any) -> str:
 def meta_graph_html(meta: Any) -> str:
     """Notebook HTML for a ``MetaGraphDef``: SaverDef settings and the stored tree's leaves."""
     tags = ", ".join(meta.meta_info_def.tags)
-    extra = f"<div class='jxs-muted'>tags: {_e(tags)}</div>" if tags else ""
+    extra = f"<div class='jxs-muted'>tags: {escape(tags)}</div>" if tags else ""
     return tree_html(_meta_root(meta), kind="MetaGraphDef", extra=extra)
 
 

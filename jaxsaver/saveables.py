@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +12,8 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 & co. with numpy)
 import numpy as np
 
 from jaxsaver._errors import InvalidArgumentError
+from jaxsaver._naming import check_unique, named_leaves, select_by_identity
+from jaxsaver._naming import key_path_to_name as key_path_to_name
 
 __all__ = [
     "LeafKind",
@@ -287,44 +288,6 @@ def leaf_kind(x: Any) -> LeafKind:
     raise InvalidArgumentError(f"Cannot save a leaf of type {type(x).__module__}.{type(x).__qualname__}.")
 
 
-def key_path_to_name(path: Sequence[Any]) -> str:
-    """Joins a jax key path into a checkpoint name.
-
-    ``DictKey`` gives ``str(key)``, ``SequenceKey`` / ``FlattenedIndexKey`` the decimal index and
-    ``GetAttrKey`` the attribute name; components are joined with ``"/"`` and kept verbatim (a
-    key that itself contains ``"/"`` is legal).
-
-    Args:
-        path: A key path from ``jax.tree_util.tree_flatten_with_path``.
-
-    Returns:
-        The checkpoint name.
-
-    Raises:
-        InvalidArgumentError: The path is empty (a bare leaf) or has an empty component.
-
-    Example:
-        >>> from jax.tree_util import DictKey, SequenceKey, GetAttrKey
-        >>> key_path_to_name((GetAttrKey("opt_state"), SequenceKey(0), GetAttrKey("mu"), DictKey("w")))
-        'opt_state/0/mu/w'
-    """
-    if not path:
-        raise InvalidArgumentError(
-            "Cannot name a bare leaf (the whole tree is one leaf, so its key path is empty): "
-            'wrap it in a dict, e.g. {"name": leaf}, or pass var_list={"name": leaf}.'
-        )
-    parts = []
-    for entry in path:
-        part = _key_entry_name(entry)
-        if not part:
-            raise InvalidArgumentError(
-                f"Empty name component in key path {jax.tree_util.keystr(tuple(path))}: "
-                "every dict key / attribute on the way to a leaf must be a non-empty name."
-            )
-        parts.append(part)
-    return "/".join(parts)
-
-
 def saveables_from_pytree(tree: Any, var_list: Any = None) -> list[Saveable]:
     """Builds the saveables of a pytree, TF ``Saver``-style.
 
@@ -356,25 +319,25 @@ def saveables_from_pytree(tree: Any, var_list: Any = None) -> list[Saveable]:
         ['global_step']
     """
     if var_list is None:
-        entries = list(_named_leaves(tree))
+        entries = list(named_leaves(tree))
     elif isinstance(var_list, Mapping):
         for key in var_list:
             if not isinstance(key, str) or not key:
                 raise InvalidArgumentError(
                     f"var_list dict keys must be non-empty str checkpoint names, got {key!r}."
                 )
-        entries = list(_named_leaves(dict(var_list)))
+        entries = list(named_leaves(dict(var_list)))
     elif isinstance(var_list, (list, tuple)):
         entries = (
-            list(_named_leaves(list(var_list)))
+            list(named_leaves(list(var_list)))
             if tree is None
-            else _select_by_identity(tree, var_list)
+            else select_by_identity(tree, var_list)
         )
     else:
         raise InvalidArgumentError(
             f"var_list must be None, a dict or a list/tuple, got {type(var_list).__name__}."
         )
-    _check_unique(entries)
+    check_unique(entries)
     return [_make_saveable(name, path, leaf) for name, path, leaf in entries]
 
 
@@ -402,8 +365,8 @@ def flatten_values(tree: Any, saveables: Sequence[Saveable], *, template_treedef
         >>> flatten_values({"b": {"c": 5.0}, "a": 4}, saveables)
         [4, 5.0]
     """
-    named = list(_named_leaves(tree))
-    _check_unique(named)
+    named = list(named_leaves(tree))
+    check_unique(named)
     by_name = {name: leaf for name, _, leaf in named}
     wanted = [s.name for s in saveables]
     missing = [n for n in wanted if n not in by_name]
@@ -443,7 +406,7 @@ def unflatten_like(template_tree: Any, saveables: Sequence[Saveable], leaves_by_
         >>> unflatten_like(tree, saveables_from_pytree(tree), {"b/0": 3.0})
         {'a': 1, 'b': [3.0, 'x']}
     """
-    named = list(_named_leaves(template_tree))
+    named = list(named_leaves(template_tree))
     known = {s.name for s in saveables}
     template_names = {name for name, _, _ in named}
     unknown = [n for n in leaves_by_name if n not in known or n not in template_names]
@@ -455,83 +418,6 @@ def unflatten_like(template_tree: Any, saveables: Sequence[Saveable], leaves_by_
     leaves = [leaves_by_name.get(name, leaf) for name, _, leaf in named]
     treedef = jax.tree_util.tree_structure(template_tree)
     return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-# ----------------------------------------------------------------------------- naming helpers
-
-
-def _key_entry_name(entry: Any) -> str:
-    """The name component of one key-path entry."""
-    tu = jax.tree_util
-    if isinstance(entry, tu.DictKey):
-        return str(entry.key)
-    if isinstance(entry, tu.SequenceKey):
-        return str(entry.idx)
-    if isinstance(entry, tu.GetAttrKey):
-        return entry.name
-    if isinstance(entry, tu.FlattenedIndexKey):
-        return str(entry.key)
-    return str(entry)
-
-
-def _nnx_variable_types() -> tuple[type, ...]:
-    """``flax.nnx`` Variable classes if flax.nnx is already imported (never imports flax)."""
-    nnx = sys.modules.get("flax.nnx")
-    if nnx is None:
-        return ()
-    return tuple(
-        {t for t in (getattr(nnx, "Variable", None), getattr(nnx, "VariableState", None)) if isinstance(t, type)}
-    )
-
-
-def _named_leaves(tree: Any) -> Iterator[tuple[str, tuple, Any]]:
-    """Yields ``(name, key_path, leaf)`` for every leaf of ``tree`` in flatten order.
-
-    ``flax.nnx`` Variables flatten as a node with a single ``.value`` child; that trailing
-    ``value`` component is dropped from the name (but kept in the key path) so names read
-    ``linear/kernel``. The leaf order equals ``jax.tree_util.tree_leaves(tree)``.
-    """
-    var_types = _nnx_variable_types()
-    is_leaf: Callable[[Any], bool] | None = (lambda x: isinstance(x, var_types)) if var_types else None
-    for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]:
-        if var_types and isinstance(node, var_types):
-            for sub_path, leaf in jax.tree_util.tree_flatten_with_path(node)[0]:
-                name_path = sub_path
-                if sub_path and isinstance(sub_path[0], jax.tree_util.GetAttrKey) and sub_path[0].name == "value":
-                    name_path = sub_path[1:]
-                yield key_path_to_name(path + name_path), path + sub_path, leaf
-        else:
-            yield key_path_to_name(path), path, node
-
-
-def _select_by_identity(tree: Any, elements: Sequence[Any]) -> list[tuple[str, tuple, Any]]:
-    """The named leaves of ``tree`` that are (by identity) leaves of some element of ``elements``."""
-    wanted = {id(leaf) for leaf in jax.tree_util.tree_leaves(list(elements))}
-    named = list(_named_leaves(tree))
-    present = {id(leaf) for _, _, leaf in named}
-    missing = [
-        str(index)
-        for index, element in enumerate(elements)
-        if any(id(leaf) not in present for leaf in jax.tree_util.tree_leaves(element))
-    ]
-    if missing:
-        raise InvalidArgumentError(
-            f"var_list element(s) at index {', '.join(missing)} are not (or not entirely) leaves "
-            "of the tree; pass leaves or subtrees of the tree itself, or a dict {name: value}."
-        )
-    return [(name, path, leaf) for name, path, leaf in named if id(leaf) in wanted]
-
-
-def _check_unique(entries: Sequence[tuple[str, tuple, Any]]) -> None:
-    """Raises ValueError if two entries share a name."""
-    seen: dict[str, tuple] = {}
-    for name, path, _ in entries:
-        if name in seen:
-            raise ValueError(
-                f"At least two variables have the same name: {name} "
-                f"(key paths {jax.tree_util.keystr(seen[name])} and {jax.tree_util.keystr(path)})"
-            )
-        seen[name] = path
 
 
 # ----------------------------------------------------------------------------- leaf helpers

@@ -13,7 +13,7 @@ import pytest
 
 from bundle_helpers import build_corpus, write_ours
 from jaxsaver import BundleReader, DataLossError, JaxsaverError, tensor_bundle_pb2
-from jaxsaver._bundle.reader import _decode_key, _decode_keys
+from jaxsaver._bundle.metadata import decode_key, decode_keys
 from jaxsaver._format.slices import encode_slice_key, slice_to_proto
 from jaxsaver._format.table import TableBuilder
 from jaxsaver._format.tensors import make_header
@@ -182,7 +182,7 @@ def test_hidden_slice_keys(tmp_path):
     }
     prefix = _craft(tmp_path, entries)
     metadata, debug = _assert_agree(prefix)
-    assert [n for n, _, _ in metadata] == [_decode_key(encode_slice_key(b"w", unlisted)), "plain", "w"]
+    assert [n for n, _, _ in metadata] == [decode_key(encode_slice_key(b"w", unlisted)), "plain", "w"]
     assert metadata[-1] == ("w", 1, (4, 3))
     assert [k for k, _, _ in debug] == sorted(k for k in entries if k != b"w")
 
@@ -222,7 +222,7 @@ def test_decode_keys_matches_per_key():
             ]
             if not with_newline:
                 keys = [k.replace(b"\n", b"") for k in keys]
-            assert _decode_keys(keys) == [_decode_key(k) for k in keys]
+            assert decode_keys(keys) == [decode_key(k) for k in keys]
 
 
 def test_large_index_reads_only_the_index(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +10,9 @@ from typing import Any
 import numpy as np
 
 from jaxsaver import tensor_bundle_pb2, types_pb2
+from jaxsaver._bundle.layout import covering_pieces, piece_indices, plan_part
+from jaxsaver._bundle.metadata import TensorInfo as TensorInfo
+from jaxsaver._bundle.metadata import decode_key, decode_keys, drop_hidden, hidden_keys, scan_entries, shape_problem
 from jaxsaver._bundle.writer import _display, _extents_of, encode_name, format_extents
 from jaxsaver._errors import (
     CheckpointNotFoundError,
@@ -36,93 +38,10 @@ from jaxsaver._storage import LocalStore, Store, resolve
 
 __all__ = ["BundleReader", "TensorInfo"]
 
-# Partial reads issue one ranged read per contiguous run; below this run size a single read of
-# the bounding range is cheaper than many small ones.
-_MIN_RUN_BYTES = 1 << 16
-_MAX_RUNS = 4096
-# No array (even with a zero dimension) may have a product of non-zero dims times the largest
-# itemsize (complex128) beyond what numpy can index.
-_MAX_ITEMSIZE = 16
-_MAX_NBYTES = 2**63 - 1
 # Whole-tensor reads go in pieces of this size, each checksummed while it is in the CPU cache.
 _CHUNK_BYTES = 4 << 20
 _READ_AHEAD_THREADS = 8
 _READ_AHEAD_CHUNKS = 1
-
-
-class TensorInfo:
-    """What the index says about one tensor (cheap; no data is read)."""
-
-    __slots__ = ("name", "dtype_code", "shape", "entry")
-
-    def __init__(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> None:
-        self.name = name
-        self.entry = entry
-        self.dtype_code = entry.dtype
-        self.shape = tuple(d.size for d in entry.shape.dim)
-
-    @property
-    def is_sliced(self) -> bool:
-        return len(self.entry.slices) > 0
-
-
-def _decode_key(key: bytes) -> str:
-    return key.decode("utf-8", "surrogateescape")
-
-
-def _decode_keys(keys: list[bytes]) -> list[str]:
-    """``[_decode_key(k) for k in keys]``, decoded in one call when no key holds a newline.
-
-    Equal to the per-key decoding: a newline is ASCII, so no UTF-8 sequence spans one, and
-    ``surrogateescape`` escapes each undecodable byte on its own.
-    """
-    if not keys:
-        return []
-    joined = b"\n".join(keys)
-    if joined.count(b"\n") != len(keys) - 1:
-        return [_decode_key(k) for k in keys]
-    return joined.decode("utf-8", "surrogateescape").split("\n")
-
-
-def _shape_problem(dims: tuple[int, ...]) -> str | None:
-    """Why a stored shape is unusable (negative or impossibly large), or None."""
-    extent = 1
-    for size in dims:
-        if size < 0:
-            return f"has a negative dimension {size}"
-        extent *= max(size, 1)
-    if extent * _MAX_ITEMSIZE > _MAX_NBYTES:
-        return f"has an impossibly large shape {list(dims)}"
-    return None
-
-
-# The metadata fast path (``BundleReader._scan``) reads an entry ``08 <dtype> 12 <n> <shape: n
-# bytes> <tail>`` without protobuf when dtype and n are single-byte varints and the tail holds
-# only fields 3-6 (shard_id, offset, size, crc32c), in field order, each at most once, varints
-# at most 9 bytes: a subset of what protobuf accepts, whose dtype and shape are those of the
-# head alone. The head (few distinct values) is parsed once by protobuf and cached; anything
-# else (slices, unknown fields, other orders, long varints) goes through protobuf.
-_VARINT_RE = rb"[\x80-\xff]{0,8}[\x00-\x7f]"
-_PLAIN_TAIL = re.compile(
-    rb"(?:\x18%s)?(?:\x20%s)?(?:\x28%s)?(?:\x35[\x00-\xff]{4})?" % (_VARINT_RE, _VARINT_RE, _VARINT_RE),
-    re.DOTALL,
-).fullmatch
-
-
-def _head_metadata(head: bytes) -> tuple[int, tuple[int, ...]] | None:
-    """``(dtype, dims)`` of an entry's ``08 <dtype> 12 <n> <shape>`` head, or None if protobuf
-    rejects it or the shape is unusable (the caller then takes the protobuf path, which raises)."""
-    if not (head[0] == 0x08 and head[2] == 0x12 and (head[1] | head[3]) < 0x80 and len(head) == 4 + head[3]):
-        return None  # not that form (or truncated)
-    entry = tensor_bundle_pb2.BundleEntryProto()
-    try:
-        entry.ParseFromString(head)
-    except Exception:
-        return None
-    dims = tuple(d.size for d in entry.shape.dim)
-    if _shape_problem(dims) is not None:
-        return None
-    return entry.dtype, dims
 
 
 class BundleReader:
@@ -263,87 +182,48 @@ class BundleReader:
             raise DataLossError(
                 f"{self._url(self._index_key)}: corrupt entry for {_display(key)!r}"
             ) from None
-        problem = _shape_problem(tuple(d.size for d in entry.shape.dim))
+        problem = shape_problem(tuple(d.size for d in entry.shape.dim))
         if problem is not None:
             raise DataLossError(f"{self._url(self._index_key)}: entry {_display(key)!r} {problem}")
         return entry
+
+    def _cached_or_parsed(self, key: bytes, value: bytes) -> tensor_bundle_pb2.BundleEntryProto:
+        entry = self._entries.get(key)
+        return self._parse_entry(key, value) if entry is None else entry
 
     def _iter_entries(self) -> Iterator[tuple[bytes, tensor_bundle_pb2.BundleEntryProto]]:
         try:
             for key, value in self._table.items():
                 if key == HEADER_KEY:
                     continue
-                entry = self._entries.get(key)
-                if entry is None:
-                    entry = self._parse_entry(key, value)
-                yield key, entry
+                yield key, self._cached_or_parsed(key, value)
         except TableError as err:
             raise DataLossError(f"{self._url(self._index_key)}: corrupt index: {err}") from None
 
     def raw_keys(self) -> list[str]:
         """Every key in the index except the header, slice keys included (``debug_string`` order)."""
-        return [_decode_key(k) for k, _ in self._iter_entries()]
-
-    def _hidden_keys(self, entries: Any) -> set[bytes]:
-        """The slice keys listed by partitioned tensors' entries (TF hides exactly these)."""
-        hidden = set()
-        for key, entry in entries:
-            for proto in entry.slices:
-                try:
-                    hidden.add(encode_slice_key(key, slice_from_proto(proto)))
-                except SliceError:
-                    continue
-        return hidden
+        return [decode_key(k) for k, _ in self._iter_entries()]
 
     def infos(self) -> Iterator[TensorInfo]:
         """A :class:`TensorInfo` per tensor; the keys of stored slices are hidden (as TF does:
         a key is hidden when a partitioned tensor's entry lists it)."""
         entries = list(self._iter_entries())
-        hidden = self._hidden_keys(entries)
+        hidden = hidden_keys(entries)
         for key, entry in entries:
             if key not in hidden:
-                yield TensorInfo(_decode_key(key), entry)
+                yield TensorInfo(decode_key(key), entry)
 
     def _scan(self) -> tuple[list[bytes], list[tuple[int, tuple[int, ...]]], dict[bytes, Any]]:
         """Every stored key (header excluded, slice keys included) with its ``(dtype, dims)``,
         and the entries that list slices; each entry checked as :meth:`_parse_entry` does.
 
-        Reads entries without protobuf where it can (see ``_PLAIN_TAIL``): the metadata of a
-        100 000-tensor index in a fraction of the time building a proto per entry takes.
+        Reads entries without protobuf where it can (see :func:`~jaxsaver._bundle.metadata.scan_entries`):
+        the metadata of a 100 000-tensor index in a fraction of the time building a proto per entry takes.
         """
-        out_keys: list[bytes] = []
-        metas: list[tuple[int, tuple[int, ...]]] = []
-        sliced: dict[bytes, Any] = {}
-        add_key = out_keys.append
-        add_meta = metas.append
-        heads: dict[bytes, Any] = {}
-        plain_tail = _PLAIN_TAIL
         try:
-            for keys, values in self._table.blocks():
-                if keys and keys[0] == HEADER_KEY:  # keys are sorted: only the table's first
-                    keys = keys[1:]
-                    values = values[1:]
-                for key, value in zip(keys, values):
-                    if len(value) > 3:
-                        end = value[3] + 4
-                        head = value[:end]
-                        meta = heads.get(head)  # only heads of the right form are truthy
-                        if meta is None:
-                            meta = heads[head] = _head_metadata(head) or False
-                        if meta and plain_tail(value, end):
-                            add_key(key)
-                            add_meta(meta)
-                            continue
-                    entry = self._entries.get(key)
-                    if entry is None:
-                        entry = self._parse_entry(key, value)
-                    if entry.slices:
-                        sliced[key] = entry
-                    add_key(key)
-                    add_meta((entry.dtype, tuple(d.size for d in entry.shape.dim)))
+            return scan_entries(self._table.blocks(), self._cached_or_parsed)
         except TableError as err:
             raise DataLossError(f"{self._url(self._index_key)}: corrupt index: {err}") from None
-        return out_keys, metas, sliced
 
     def metadata_columns(self) -> tuple[list[str], list[int], list[tuple[int, ...]]]:
         """``(names, dtype codes, shapes)`` of every tensor in key order, as parallel lists;
@@ -352,16 +232,10 @@ class BundleReader:
         Reads only the index, without building a proto per entry: the fast way to list a
         large checkpoint. :meth:`list_metadata` gives the same as tuples.
         """
-        keys, metas, sliced = self._scan()
-        if sliced:
-            hidden = self._hidden_keys(sliced.items())
-            if hidden:
-                kept = [i for i, key in enumerate(keys) if key not in hidden]
-                keys = [keys[i] for i in kept]
-                metas = [metas[i] for i in kept]
+        keys, metas = drop_hidden(*self._scan())
         dtype_codes = [dtype for dtype, _ in metas]
         shapes = [dims for _, dims in metas]
-        return _decode_keys(keys), dtype_codes, shapes
+        return decode_keys(keys), dtype_codes, shapes
 
     def list_metadata(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """``(name, dtype code, shape)`` of every tensor in key order (see :meth:`metadata_columns`).
@@ -399,7 +273,7 @@ class BundleReader:
         entry = self._entry(key) if key != HEADER_KEY else None
         if entry is None:
             raise NotFoundError(f"Key {_display(key)} not found in checkpoint")
-        return TensorInfo(_decode_key(key), entry)
+        return TensorInfo(decode_key(key), entry)
 
     def dtype(self, name: str | bytes) -> np.dtype:
         """The stored tensor's numpy dtype (object for DT_STRING)."""
@@ -565,39 +439,25 @@ class BundleReader:
         out = np.empty(tuple(n for _, n in part), dtype=hdtype)
         if out.size == 0:
             return out.astype(dtype)
-        rank = len(stored_shape)
-        # Innermost axes taken whole form one contiguous run per index of the outer axes.
-        k = rank
-        while k > 0 and part[k - 1] == (0, stored_shape[k - 1]):
-            k -= 1
-        if k == 0:
+        plan = plan_part(stored_shape, part, itemsize)
+        if plan is None:
             return self._read_whole(name, entry, dtype)
-        strides = [itemsize] * rank
-        for axis in range(rank - 2, -1, -1):
-            strides[axis] = strides[axis + 1] * stored_shape[axis + 1]
-        run_bytes = part[k - 1][1] * strides[k - 1]
-        outer = [range(s, s + n) for s, n in part[: k - 1]]
-        num_runs = num_elements([n for _, n in part[: k - 1]])
-        flat = out.reshape(-1).view(np.uint8)
-        base = sum(start * stride for (start, _), stride in zip(part, strides))
-        if run_bytes < _MIN_RUN_BYTES and num_runs > 1 or num_runs > _MAX_RUNS:
+        if plan.span is not None:
             # One read of the bounding range, then a strided copy.
-            first = base
-            last = sum((s + n - 1) * stride for (s, n), stride in zip(part, strides)) + itemsize
+            first, last = plan.span
             span = np.empty(last - first, dtype=np.uint8)
             self._read_into(entry.shard_id, entry.offset + first, memoryview(span))
             view = np.lib.stride_tricks.as_strided(
                 span.view(hdtype) if span.size % itemsize == 0 else span[: span.size - span.size % itemsize].view(hdtype),
                 shape=tuple(n for _, n in part),
-                strides=tuple(strides),
+                strides=plan.strides,
             )
             out[...] = view
         else:
-            pos = 0
-            for idx in np.ndindex(*[len(r) for r in outer]) if outer else [()]:
-                offset = base + sum((i) * stride for i, stride in zip(idx, strides))
+            flat = out.reshape(-1).view(np.uint8)
+            run_bytes = plan.run_bytes
+            for pos, offset in zip(range(0, len(plan.runs) * run_bytes, run_bytes), plan.runs):
                 self._read_into(entry.shard_id, entry.offset + offset, memoryview(flat[pos : pos + run_bytes]))
-                pos += run_bytes
         return out.astype(dtype) if hdtype != dtype else out
 
     def _resolve_request(self, info: TensorInfo, spec: Any) -> tuple[tuple[Extent, ...], tuple[int, ...]]:
@@ -685,15 +545,8 @@ class BundleReader:
                         f"{self._url(self._index_key)}: tensor {info.name!r}: Overlapping slices "
                         f"{format_extents(a)} and {format_extents(b)}"
                     )
-        covered = 0
-        pieces = []
-        for extents, resolved in stored:
-            overlap = intersect(info.shape, resolved, request)
-            if overlap is None:
-                continue
-            covered += num_elements([n for _, n in overlap])
-            pieces.append((extents, resolved, overlap))
-        if covered != num_elements([n for _, n in request]):
+        pieces, complete = covering_pieces(info.shape, stored, request)
+        if not complete:
             raise InvalidArgumentError(
                 f"tensor {info.name!r}: Does not have sufficient slices for partitioned tensor: "
                 f"requested {format_extents(request)} of shape {info.shape}"
@@ -728,17 +581,15 @@ class BundleReader:
             checked.append((entry, stored_shape, resolved, overlap))
         out = np.empty(tuple(n for _, n in request), dtype=dtype)
         for entry, stored_shape, resolved, overlap in checked:
-            local = tuple((s - rs, n) for (s, n), (rs, _) in zip(overlap, resolved))
-            data = self._read_part(info.name, entry, dtype, stored_shape, local)
-            target = tuple(slice(s - qs, s - qs + n) for (s, n), (qs, _) in zip(overlap, request))
-            out[target] = data
+            local, target = piece_indices(resolved, overlap, request)
+            out[target] = self._read_part(info.name, entry, dtype, stored_shape, local)
         return out
 
     def verify(self) -> list[tuple[str, str]]:
         """Reads every stored entry with its checksum; returns ``(key, problem)`` for each bad one."""
         problems = []
         for key, entry in self._iter_entries():
-            name = _decode_key(key)
+            name = decode_key(key)
             if entry.slices:
                 continue
             try:
