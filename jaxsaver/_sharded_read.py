@@ -122,9 +122,8 @@ class BlockReads:
             if len(runs[0]) == 1 or int(runs[3].mean()) >= _MIN_SCATTER_RUN:
                 self._scatter(key, runs)
                 return
-            if len(read.stored) >= 1:
-                self._chunked(key, read)
-                return
+            self._chunked(key, read)
+            return
         whole = self.reader.get_tensor(key)
         for b, overlap in read.pieces:
             self.outs[b][_rel(overlap, self.blocks[b])] = whole[_rel(overlap, read.stored)]
