@@ -28,6 +28,8 @@ from jaxsaver.saveables import Saveable as Saveable
 from jaxsaver.saveables import SaveSpec as SaveSpec
 from jaxsaver.saveables import saveables_from_pytree as saveables_from_pytree
 from jaxsaver.reader import CheckpointReader as CheckpointReader
+from jaxsaver.reader import DType as DType
+from jaxsaver.reader import diff as diff
 from jaxsaver.reader import list_variables as list_variables
 from jaxsaver.reader import load_checkpoint as load_checkpoint
 from jaxsaver.reader import load_variable as load_variable
@@ -42,6 +44,8 @@ _register_notebook_displays()
 
 __all__ = [
     "CheckpointReader",
+    "DType",
+    "diff",
     "list_variables",
     "load_checkpoint",
     "load_variable",
