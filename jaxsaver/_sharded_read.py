@@ -25,7 +25,6 @@ from jaxsaver._bundle.writer import encode_name
 from jaxsaver._errors import DataLossError, InvalidArgumentError
 from jaxsaver._format.crc import mask
 from jaxsaver._format.slices import Extent, encode_slice_key, resolve_extents, slice_from_proto
-from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharding import SliceRead, plan_reads, scatter_runs
 from jaxsaver._storage import LocalStore
 
@@ -149,34 +148,25 @@ class BlockReads:
             )
         step = max(1, _CHUNK_BYTES // max(row_bytes, 1))
         buffer = aligned_empty((min(step, rows) * row_bytes,), np.uint8)
-        path = data_filename(self.reader.prefix, entry.shard_id, self.reader.num_shards)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if entry.offset + entry.size > size:
-                raise DataLossError(
-                    f"{path}: tensor {self.name!r} needs bytes [{entry.offset}, {entry.offset + entry.size}) "
-                    f"but the file has {size}: truncated"
-                )
-            crc = 0
-            first = stored[0][0]
-            for r0 in range(0, rows, step):
-                r1 = min(rows, r0 + step)
-                chunk = buffer[: (r1 - r0) * row_bytes]
-                LocalStore.read_into_fd(fd, path, entry.offset + r0 * row_bytes, memoryview(chunk))
-                crc = extend(crc, chunk)
-                values = chunk.view(self.dtype).reshape((r1 - r0, *inner))
-                lo, hi = first + r0, first + r1
-                for b, overlap in read.pieces:
-                    start = max(lo, overlap[0][0])
-                    stop = min(hi, overlap[0][0] + overlap[0][1])
-                    if stop <= start:
-                        continue
-                    part = ((start, stop - start), *overlap[1:])
-                    src = (slice(start - lo, stop - lo), *_rel(overlap[1:], stored[1:]))
-                    self.outs[b][_rel(part, self.blocks[b])] = values[src]
-        finally:
-            os.close(fd)
+        fd, path = self.reader.local_data(info.name, entry)
+        read_into_fd = self.reader.store.read_into_fd
+        crc = 0
+        first = stored[0][0]
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            chunk = buffer[: (r1 - r0) * row_bytes]
+            read_into_fd(fd, path, entry.offset + r0 * row_bytes, memoryview(chunk))
+            crc = extend(crc, chunk)
+            values = chunk.view(self.dtype).reshape((r1 - r0, *inner))
+            lo, hi = first + r0, first + r1
+            for b, overlap in read.pieces:
+                start = max(lo, overlap[0][0])
+                stop = min(hi, overlap[0][0] + overlap[0][1])
+                if stop <= start:
+                    continue
+                part = ((start, stop - start), *overlap[1:])
+                src = (slice(start - lo, stop - lo), *_rel(overlap[1:], stored[1:]))
+                self.outs[b][_rel(part, self.blocks[b])] = values[src]
         if mask(crc) != entry.crc32c:
             raise DataLossError(
                 f"{path}: checksum does not match for tensor {self.name!r} "
@@ -195,38 +185,29 @@ class BlockReads:
                 f"{self.reader.store.url(self.reader.prefix)}: tensor {self.name!r}: stored slice has "
                 f"{entry.size} bytes, expected {int(lengths.sum())}"
             )
-        path = data_filename(self.reader.prefix, entry.shard_id, self.reader.num_shards)
+        fd, path = self.reader.local_data(info.name, entry)
         flats = [out.reshape(-1).view(np.uint8) for out in self.outs]
         views = [memoryview(f) for f in flats]
         pieces = [
             views[b][o : o + n]
             for b, o, n in zip(block_ids.tolist(), block_offs.tolist(), lengths.tolist())
         ]
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if entry.offset + entry.size > size:
-                raise DataLossError(
-                    f"{path}: tensor {self.name!r} needs bytes [{entry.offset}, {entry.offset + entry.size}) "
-                    f"but the file has {size}: truncated"
-                )
-            position = entry.offset
-            for start in range(0, len(pieces), _IOV_MAX):
-                batch = pieces[start : start + _IOV_MAX]
-                want = sum(p.nbytes for p in batch)
-                done = _preadv(fd, batch, position)
-                if done < want:  # short read: finish piece by piece
-                    skip = done
-                    for p in batch:
-                        if skip >= p.nbytes:
-                            skip -= p.nbytes
-                            continue
-                        LocalStore.read_into_fd(fd, path, position + done, p[skip:])
-                        done += p.nbytes - skip
-                        skip = 0
-                position += want
-        finally:
-            os.close(fd)
+        read_into_fd = self.reader.store.read_into_fd
+        position = entry.offset
+        for start in range(0, len(pieces), _IOV_MAX):
+            batch = pieces[start : start + _IOV_MAX]
+            want = sum(p.nbytes for p in batch)
+            done = _preadv(fd, batch, position)
+            if done < want:  # short read: finish piece by piece
+                skip = done
+                for p in batch:
+                    if skip >= p.nbytes:
+                        skip -= p.nbytes
+                        continue
+                    read_into_fd(fd, path, position + done, p[skip:])
+                    done += p.nbytes - skip
+                    skip = 0
+            position += want
         readonly = []
         for f in flats:
             r = f.view()

@@ -318,24 +318,40 @@ class BundleReader:
             self._sizes[shard_id] = size
         return size
 
+    def _local_fd(self, shard_id: int) -> int:
+        """The kept-open descriptor of a local data file."""
+        import os
+
+        with self._lock:
+            if self._closed:
+                raise InvalidArgumentError(f"reader for {self._url(self._prefix)} is closed")
+            fd = self._fds.get(shard_id)
+            if fd is None:
+                key = self._data_key(shard_id)
+                try:
+                    fd = os.open(key, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise CheckpointNotFoundError(f"{key}: data file is missing") from None
+                self._fds[shard_id] = fd
+            return fd
+
+    def local_data(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> tuple[int, str]:
+        """``(descriptor, path)`` of a local entry's data file, its extent checked against the file.
+
+        For readers that scatter one stored entry straight into several buffers (``preadv``);
+        the descriptor stays owned by this reader.
+        """
+        if not isinstance(self._store, LocalStore):
+            raise InvalidArgumentError(f"{self._url(self._prefix)} is not on local disk")
+        self._check_extent(name, entry)
+        return self._local_fd(entry.shard_id), self._data_key(entry.shard_id)
+
     def _read_into(self, shard_id: int, offset: int, out: memoryview) -> None:
         if not out.nbytes:
             return
         key = self._data_key(shard_id)
         if isinstance(self._store, LocalStore):
-            import os
-
-            with self._lock:
-                if self._closed:
-                    raise InvalidArgumentError(f"reader for {self._url(self._prefix)} is closed")
-                fd = self._fds.get(shard_id)
-                if fd is None:
-                    try:
-                        fd = os.open(key, os.O_RDONLY)
-                    except FileNotFoundError:
-                        raise CheckpointNotFoundError(f"{key}: data file is missing") from None
-                    self._fds[shard_id] = fd
-            self._store.read_into_fd(fd, key, offset, out)
+            self._store.read_into_fd(self._local_fd(shard_id), key, offset, out)
         else:
             self._store.read_into(key, offset, out)
 
