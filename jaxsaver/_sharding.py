@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsaver._format.slices import Extent
+from jaxsaver._format.slices import Extent, intersect_resolved
 
 __all__ = [
     "ShardWrite", "SliceRead", "device_name", "plan_writes", "group_by_device", "owned_devices", "split_groups",
@@ -189,17 +189,6 @@ class SliceRead:
     complete: bool
 
 
-def _intersect(a: Sequence[Extent], b: Sequence[Extent]) -> tuple[Extent, ...] | None:
-    out = []
-    for (sa, la), (sb, lb) in zip(a, b):
-        start = max(sa, sb)
-        stop = min(sa + la, sb + lb)
-        if stop <= start:
-            return None
-        out.append((start, stop - start))
-    return tuple(out)
-
-
 def _count(extents: Sequence[Extent]) -> int:
     n = 1
     for _, length in extents:
@@ -228,7 +217,7 @@ def plan_reads(
     for key_extents, extents in stored:
         pieces = []
         for b, block in enumerate(blocks):
-            overlap = _intersect(extents, block)
+            overlap = intersect_resolved(extents, block)
             if overlap is not None:
                 pieces.append((b, overlap))
                 covered[b] += _count(overlap)

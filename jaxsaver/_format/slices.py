@@ -29,6 +29,7 @@ __all__ = [
     "covers_all",
     "slice_shape",
     "intersect",
+    "intersect_resolved",
     "encode_slice_key",
     "slice_to_proto",
     "slice_from_proto",
@@ -156,8 +157,18 @@ def intersect(
     full_shape: Sequence[int], a: Sequence[Extent], b: Sequence[Extent]
 ) -> tuple[Extent, ...] | None:
     """The (resolved) intersection of two slices, or None if it holds no element."""
+    return intersect_resolved(resolve_extents(full_shape, a), resolve_extents(full_shape, b))
+
+
+def intersect_resolved(a: Sequence[Extent], b: Sequence[Extent]) -> tuple[Extent, ...] | None:
+    """The intersection of two slices without ``-`` extents, or None if it holds no element.
+
+    Example:
+        >>> intersect_resolved(((0, 4), (2, 2)), ((2, 4), (0, 3)))
+        ((2, 2), (2, 1))
+    """
     out = []
-    for (sa, la), (sb, lb) in zip(resolve_extents(full_shape, a), resolve_extents(full_shape, b)):
+    for (sa, la), (sb, lb) in zip(a, b):
         start = max(sa, sb)
         stop = min(sa + la, sb + lb)
         if stop <= start:
