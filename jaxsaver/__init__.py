@@ -3,6 +3,9 @@
 from jaxsaver._bundle.merge import merge_bundles as merge_bundles
 from jaxsaver._bundle.reader import BundleReader as BundleReader
 from jaxsaver._bundle.writer import BundleWriter as BundleWriter
+from jaxsaver._proto.checkpoint_state_pb2 import CheckpointState as CheckpointState
+from jaxsaver._proto.meta_graph_pb2 import MetaGraphDef as MetaGraphDef
+from jaxsaver._proto.saver_pb2 import SaverDef as SaverDef
 from jaxsaver._errors import CheckpointNotFoundError as CheckpointNotFoundError
 from jaxsaver._errors import DataLossError as DataLossError
 from jaxsaver._errors import InvalidArgumentError as InvalidArgumentError
@@ -43,6 +46,9 @@ from jaxsaver.inspect import register_notebook_displays as _register_notebook_di
 _register_notebook_displays()
 
 __all__ = [
+    "CheckpointState",
+    "MetaGraphDef",
+    "SaverDef",
     "CheckpointReader",
     "DType",
     "diff",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver import types_pb2
+from jaxsaver._proto import types_pb2
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import encode_name
 from jaxsaver._errors import DataLossError, InvalidArgumentError

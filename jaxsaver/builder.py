@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsaver import saver_pb2
+from jaxsaver._proto import saver_pb2
 from jaxsaver._bundle.merge import merge_bundles
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import BundleWriter

@@ -25,10 +25,10 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from jaxsaver import saver_pb2
+from jaxsaver._proto import saver_pb2
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, StorageError
 from jaxsaver._storage import Store, resolve
-from jaxsaver.checkpoint_state_pb2 import CheckpointState
+from jaxsaver._proto.checkpoint_state_pb2 import CheckpointState
 
 __all__ = [
     "generate_checkpoint_state_proto",

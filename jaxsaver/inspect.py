@@ -447,7 +447,7 @@ def register_notebook_displays(shell: Any = None) -> bool:
         shell = ipython.get_ipython() if ipython is not None else None
     if shell is None:
         return False
-    from jaxsaver import meta_graph_pb2
+    from jaxsaver._proto import meta_graph_pb2
 
     formatters = shell.display_formatter.formatters
     formatters["text/html"].for_type(meta_graph_pb2.MetaGraphDef, meta_graph_html)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from jaxsaver import inspect as _inspect
-from jaxsaver import meta_graph_pb2, types_pb2
+from jaxsaver._proto import meta_graph_pb2, types_pb2
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._errors import CheckpointNotFoundError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes

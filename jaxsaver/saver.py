@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsaver import meta_graph_pb2, saver_pb2
+from jaxsaver._proto import meta_graph_pb2, saver_pb2
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints

@@ -21,7 +21,7 @@ from jaxsaver import (
     NotFoundError,
     UnimplementedError,
 )
-from jaxsaver import tensor_bundle_pb2, types_pb2
+from jaxsaver._proto import tensor_bundle_pb2, types_pb2
 from jaxsaver._format.crc import crc32c, extend, mask
 from jaxsaver._format.slices import encode_slice_key, slice_to_proto
 from jaxsaver._format.table import TableBuilder

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from jaxsaver import checkpoint_management as cm
-from jaxsaver import saver_pb2
+from jaxsaver._proto import saver_pb2
 from jaxsaver._storage import resolve
 
 tf = pytest.importorskip("tensorflow")

@@ -8,7 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from jaxsaver import BundleWriter, tensor_bundle_pb2
+from jaxsaver import BundleWriter
+from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._format.crc import MASK_DELTA, crc32c, extend, mask, unmask
 from jaxsaver._format.slices import (
     SliceError,

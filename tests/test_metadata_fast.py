@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bundle_helpers import build_corpus, write_ours
-from jaxsaver import BundleReader, DataLossError, JaxsaverError, tensor_bundle_pb2
+from jaxsaver import BundleReader, DataLossError, JaxsaverError
+from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._bundle.metadata import decode_key, decode_keys
 from jaxsaver._format.slices import encode_slice_key, slice_to_proto
 from jaxsaver._format.table import TableBuilder

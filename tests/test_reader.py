@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import jaxsaver
-from jaxsaver import BundleWriter, CheckpointNotFoundError, NotFoundError, meta_graph_pb2
+from jaxsaver import BundleWriter, CheckpointNotFoundError, NotFoundError
+from jaxsaver._proto import meta_graph_pb2
 from jaxsaver.inspect import build_tree, meta_graph_html, saver_html, saver_text, tree_text
 from jaxsaver.reader import CheckpointReader, DType, diff, list_variables, load_checkpoint, load_variable
 

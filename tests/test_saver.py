@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import jaxsaver
-from jaxsaver import InvalidArgumentError, NotFoundError, Saver, latest_checkpoint, saver_pb2
+from jaxsaver import InvalidArgumentError, NotFoundError, Saver, latest_checkpoint
+from jaxsaver._proto import saver_pb2
 from jaxsaver.checkpoint_management import get_checkpoint_state
 
 

@@ -1,4 +1,4 @@
-"""Regenerates jaxsaver/*_pb2.py from protos/jaxsaver/*.proto with grpcio-tools.
+"""Regenerates jaxsaver/_proto/*_pb2.py from protos/jaxsaver/_proto/*.proto with grpcio-tools.
 
 Usage: python tools/gen_protos.py [OUTPUT_DIR]   (default: the repository root)
 """
@@ -7,6 +7,7 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROTO_DIR = "jaxsaver/_proto"
 
 
 def generate(out_dir: pathlib.Path) -> None:
@@ -14,7 +15,7 @@ def generate(out_dir: pathlib.Path) -> None:
     import grpc_tools
 
     include = pathlib.Path(grpc_tools.__file__).parent / "_proto"
-    protos = sorted(str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos").glob("jaxsaver/*.proto"))
+    protos = sorted(str(p.relative_to(ROOT / "protos")) for p in (ROOT / "protos" / PROTO_DIR).glob("*.proto"))
     args = ["protoc", f"-I{ROOT / 'protos'}", f"-I{include}", f"--python_out={out_dir}", *protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jaxsaver import tensor_bundle_pb2
+from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._bundle.writer import _display
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError
 from jaxsaver._format.table import TableBuilder, TableError, TableReader

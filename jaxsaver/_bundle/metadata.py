@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from jaxsaver import tensor_bundle_pb2
+from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._format.slices import SliceError, encode_slice_key, slice_from_proto
 from jaxsaver._format.tensors import HEADER_KEY
 

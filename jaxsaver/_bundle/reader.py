@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver import tensor_bundle_pb2, types_pb2
+from jaxsaver._proto import tensor_bundle_pb2, types_pb2
 from jaxsaver._bundle.layout import covering_pieces, piece_indices, plan_part
 from jaxsaver._bundle.metadata import TensorInfo as TensorInfo
 from jaxsaver._bundle.metadata import decode_key, decode_keys, drop_hidden, hidden_keys, scan_entries, shape_problem

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver import tensor_bundle_pb2
+from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._errors import InvalidArgumentError, UnimplementedError
 from jaxsaver._format import dtypes
 from jaxsaver._format.crc import extend, mask

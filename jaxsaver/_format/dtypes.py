@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from jaxsaver import types_pb2
+from jaxsaver._proto import types_pb2
 
 __all__ = ["to_numpy", "from_numpy", "name_of", "is_string", "UnsupportedDtype"]
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from jaxsaver import tensor_slice_pb2
+from jaxsaver._proto import tensor_slice_pb2
 
 __all__ = [
     "Extent",

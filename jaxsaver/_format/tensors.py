@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxsaver import tensor_bundle_pb2
+from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._format.crc import extend, mask, unmask
 from jaxsaver._format.varint import VarintError, decode_varint, encode_varint
 
