@@ -8,6 +8,8 @@ from jaxsaver._proto.meta_graph_pb2 import MetaGraphDef as MetaGraphDef
 from jaxsaver._proto.saver_pb2 import SaverDef as SaverDef
 from jaxsaver._errors import CheckpointNotFoundError as CheckpointNotFoundError
 from jaxsaver._errors import DataLossError as DataLossError
+from jaxsaver._errors import FailedPreconditionError as FailedPreconditionError
+from jaxsaver._errors import NotACheckpointError as NotACheckpointError
 from jaxsaver._errors import InvalidArgumentError as InvalidArgumentError
 from jaxsaver._errors import JaxsaverError as JaxsaverError
 from jaxsaver._errors import NotFoundError as NotFoundError
@@ -77,6 +79,8 @@ __all__ = [
     "BundleWriter",
     "CheckpointNotFoundError",
     "DataLossError",
+    "FailedPreconditionError",
+    "NotACheckpointError",
     "InvalidArgumentError",
     "JaxsaverError",
     "NotFoundError",

@@ -6,9 +6,11 @@ __all__ = [
     "JaxsaverError",
     "NotFoundError",
     "CheckpointNotFoundError",
+    "NotACheckpointError",
     "DataLossError",
     "InvalidArgumentError",
     "UnimplementedError",
+    "FailedPreconditionError",
     "StorageError",
     "PermissionDeniedError",
 ]
@@ -28,8 +30,16 @@ class NotFoundError(JaxsaverError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class CheckpointNotFoundError(JaxsaverError, FileNotFoundError):
-    """A file, object or checkpoint prefix does not exist."""
+class CheckpointNotFoundError(NotFoundError, FileNotFoundError):
+    """A file, object or checkpoint prefix does not exist.
+
+    A :class:`NotFoundError` too, so one ``except NotFoundError`` catches a missing key and a
+    missing checkpoint, as with TensorFlow.
+    """
+
+
+class NotACheckpointError(CheckpointNotFoundError, ValueError):
+    """A path handed to restore names no checkpoint (TF raises ``ValueError`` here)."""
 
 
 class DataLossError(JaxsaverError, OSError):
@@ -50,3 +60,7 @@ class StorageError(JaxsaverError, OSError):
 
 class PermissionDeniedError(StorageError, PermissionError):
     """The storage backend refused access."""
+
+
+class FailedPreconditionError(JaxsaverError, RuntimeError):
+    """A call made in the wrong state (e.g. ``save`` before ``build`` with ``defer_build``)."""

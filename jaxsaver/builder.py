@@ -21,16 +21,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsaver._proto import saver_pb2
+from jaxsaver import _pipeline
 from jaxsaver._bundle.merge import merge_bundles
 from jaxsaver._bundle.reader import BundleReader
-from jaxsaver._bundle.writer import BundleWriter
+from jaxsaver._bundle.writer import BundleWriter, PartIndex
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
-from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharded_read import BlockReads, aligned_empty
-from jaxsaver._sharding import ShardWrite, group_by_device, owned_devices, plan_writes, split_groups, unique_indices
-from jaxsaver._storage import resolve
+from jaxsaver._proto import saver_pb2
+from jaxsaver._sharding import ShardWrite, owned_devices, unique_indices
 from jaxsaver.saveables import LeafKind, Saveable
 
 __all__ = ["SaverBuilder", "SaverGraph", "FilenamePlaceholder", "sharded_filename"]
@@ -98,7 +97,7 @@ class SaverGraph:
 def _snapshot(leaves: tuple[Any, ...], copy: bool) -> tuple[Any, ...]:
     """The arrays to transfer: PRNG keys as their key data; with ``copy``, fresh device copies.
 
-    Without ``copy`` only PRNG keys are passed in (see ``SaverBuilder._prepare``): ``jax.jit``
+    Without ``copy`` only PRNG keys are passed in (see ``SaverBuilder.snapshot``): ``jax.jit``
     does not forward an untouched input, so passing the other arrays would copy them.
     """
     out = []
@@ -146,10 +145,16 @@ class SaverBuilder:
         return sharded_filename(filename_tensor, shard, num_shards)
 
     def save_op(
-        self, filename: str, writes: Sequence[ShardWrite], host_values: Sequence[Any], *, data_path: Any = None
-    ) -> None:
-        """Writes ``writes`` into one bundle at ``filename`` (its data at ``data_path`` if given)."""
-        with BundleWriter(filename, data_path=data_path) as writer:
+        self, filename: str, writes: Sequence[ShardWrite], host_values: Sequence[Any], *,
+        data_path: Any = None, storage: Any = None, write_index: bool = True,
+    ) -> PartIndex:
+        """Writes ``writes`` into one bundle at ``filename`` (its data at ``data_path`` if given).
+
+        Returns the bundle's entries; without ``write_index`` only its data is committed (a part
+        of a save that is merged in this process).
+        """
+        writer = BundleWriter(filename, data_path=data_path, storage=storage)
+        try:
             for write in writes:
                 value = host_values[write.value_index]
                 if write.shard is not None:
@@ -159,6 +164,10 @@ class SaverBuilder:
                     writer.add(write.name, array)
                 else:
                     writer.add_slice(write.name, write.full_shape, write.extents, array)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish(write_index=write_index)
 
     def bulk_restore(
         self, reader: BundleReader, saveables: Sequence[Saveable], *, restore_sequentially: bool,
@@ -217,11 +226,11 @@ class SaverBuilder:
                     blocks.append(block)
                     devices.append(device)
             arrays = jax.device_put(blocks, devices)
-            return jax.make_array_from_single_device_arrays(saveable.shape, sharding, arrays)
+            return saveable.device_leaf(jax.make_array_from_single_device_arrays(saveable.shape, sharding, arrays))
         if saveable.kind == LeafKind.JAX_ARRAY:
-            return jax.device_put(data, sharding) if sharding is not None else jax.device_put(data)
+            return saveable.device_leaf(jax.device_put(data, sharding) if sharding is not None else jax.device_put(data))
         if saveable.kind == LeafKind.PRNG_KEY:
-            return jax.device_put(data)  # key data; wrapped into typed keys by _finalize
+            return jax.device_put(data)  # key data; wrapped into typed keys by finalize
         return saveable.from_host(data)
 
     # ------------------------------------------------------------------ build
@@ -251,87 +260,41 @@ class SaverBuilder:
         ) if sharded else []
         builder = self
 
-        def part_names(prefix: str, num_parts: int) -> tuple[list[str], list[str | None]]:
-            store, _ = resolve(prefix)
-            # Parts keep the user's spelling of the prefix (a URL stays a URL).
-            temp = f"{prefix}_temp/part" if store.atomic_rename else f"{prefix}.part"
-            parts = [builder.sharded_filename(temp, k, num_parts) for k in range(num_parts)]
-            # Object stores cannot rename: each part's data object is written at its final merged
-            # name, so merge_bundles only writes the index (part k's data is shard k of n).
-            data_paths = [None if store.atomic_rename else data_filename(prefix, k, num_parts) for k in range(num_parts)]
-            return parts, data_paths
-
-        def plan(
-            values: Sequence[Any], prefix: str
-        ) -> tuple[list[Any], list[ShardWrite], list[tuple[str, list[ShardWrite]]]]:
-            host_values = builder._prepare(saveables, values)
-            writes = plan_writes(names, host_values, sharded=sharded)
-            groups = group_by_device(writes)
-            cap = getattr(resolve(prefix)[0], "max_object_bytes", None)
-            if sharded and cap:
-                sizes = [_write_nbytes(w, host_values) for _, group in groups for w in group]
-                groups = split_groups(groups, sizes, cap)
-            return host_values, writes, groups
-
-        def write_part(prefix: str, k: int, host_values: list[Any], groups: list) -> str:
-            parts, data_paths = part_names(prefix, len(groups))
-            builder.save_op(parts[k], groups[k][1], host_values, data_path=data_paths[k])
-            return parts[k]
-
         def merge(filename: Any = None, num_parts: int | None = None) -> str:
-            prefix = placeholder(filename)
-            parts, data_paths = part_names(prefix, num_parts or len(devices))
-            merge_bundles(parts, prefix, delete_old_dirs=True, data_paths=data_paths)
-            return prefix
+            """TF's ``MergeV2Checkpoints`` over the parts the ``save_shard_<k>`` ops wrote."""
+            location = _pipeline.Location.of(placeholder(filename))
+            parts, data_keys = _pipeline.part_names(location, num_parts or len(devices), builder.sharded_filename)
+            merge_bundles(parts, location.key, delete_old_dirs=True, data_paths=data_keys, storage=location.store)
+            return location.path
 
         def save_all(values: Sequence[Any], filename: Any = None) -> str:
-            prefix = placeholder(filename)
-            host_values, writes, groups = plan(values, prefix)
-            if not sharded:
-                builder.save_op(prefix, writes, host_values)
-                return prefix
-            if len(groups) == 1:
-                write_part(prefix, 0, host_values, groups)
-            else:
-                with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(groups))) as pool:
-                    futures = [pool.submit(write_part, prefix, k, host_values, groups) for k in range(len(groups))]
-                    for future in futures:
-                        future.result()
-            return merge(prefix, len(groups))
+            location = _pipeline.Location.of(placeholder(filename))
+            return _pipeline.save(builder, saveables, values, location, sharded=sharded)
 
         def save_shard_op(k: int) -> Callable[..., str]:
             def save_shard(values: Sequence[Any], filename: Any = None) -> str:
                 """Writes the part of device ``k`` (TF's per-device save op); returns its prefix."""
-                prefix = placeholder(filename)
-                host_values, _, groups = plan(values, prefix)
-                found = [device for device, _ in groups]
+                location = _pipeline.Location.of(placeholder(filename))
+                host_values = _pipeline.snapshot(builder, saveables, values)
+                plan = _pipeline.plan_save(
+                    saveables, host_values, location, sharded=True, sharded_filename=builder.sharded_filename
+                )
+                found = [device for device, _ in plan.groups]
                 if found != devices:
                     raise InvalidArgumentError(
                         f"{scope}/save_shard_{k}: the values live on devices {found}, the saver was "
                         f"built for {devices}; use {scope}/save_all"
                     )
-                return write_part(prefix, k, host_values, groups)
+                _pipeline.write_part(builder, plan, k, host_values, write_index=True)
+                return location.store.url(plan.part_prefixes[k]) if "://" in location.path else plan.part_prefixes[k]
 
             return save_shard
 
         def restore_all(filename: Any = None, shardings: Sequence[Any] | None = None) -> list[Any]:
-            prefix = placeholder(filename)
-            targets = list(shardings) if shardings is not None else [s.specs[0].sharding for s in saveables]
-            reads = [t if s.kind == LeafKind.JAX_ARRAY else None for s, t in zip(saveables, targets)]
-            with BundleReader(prefix) as reader:
-                builder._check_compatible(reader, saveables, reshape=reshape)
-                data = builder.bulk_restore(
-                    reader, saveables, restore_sequentially=restore_sequentially,
-                    reshape=reshape, shardings=reads,
-                )
-            leaves = [builder.restore_op(s, d, t) for s, d, t in zip(saveables, data, reads)]
-            # A PRNG key's target sharding is that of its key data (one more dimension than the
-            # key array): place the data, then wrap it (the keys follow the data's placement).
-            leaves = [
-                jax.device_put(leaf, t) if s.kind == LeafKind.PRNG_KEY and t is not None else leaf
-                for s, leaf, t in zip(saveables, leaves, targets)
-            ]
-            return builder._finalize(saveables, leaves)
+            return _pipeline.restore(
+                builder, saveables, placeholder(filename),
+                reshape=reshape, restore_sequentially=restore_sequentially, shardings=shardings,
+            )
 
         graph.ops[f"{scope}/Const:0"] = placeholder
         if sharded:
@@ -353,8 +316,9 @@ class SaverBuilder:
 
     # ------------------------------------------------------------------ helpers
 
-    def _prepare(self, saveables: Sequence[Saveable], values: Sequence[Any]) -> list[Any]:
-        """Host arrays for numpy/Python leaves; jitted device snapshots for JAX leaves."""
+    def snapshot(self, saveables: Sequence[Saveable], values: Sequence[Any]) -> list[Any]:
+        """Host arrays for numpy/Python leaves; device arrays (jitted snapshots where needed) for
+        JAX leaves, whose host copies are started here."""
         host: list[Any] = [None] * len(saveables)
         device_positions = []
         device_leaves = []
@@ -392,7 +356,7 @@ class SaverBuilder:
                         shard.data.copy_to_host_async()
         return host
 
-    def _check_compatible(self, reader: BundleReader, saveables: Sequence[Saveable], *, reshape: bool) -> None:
+    def check_compatible(self, reader: BundleReader, saveables: Sequence[Saveable], *, reshape: bool) -> None:
         missing = [s.name for s in saveables if not reader.has_tensor(s.name)]
         if missing:
             raise NotFoundError(
@@ -421,7 +385,7 @@ class SaverBuilder:
                 f"({reader.store.url(reader.prefix)}):\n  " + "\n  ".join(problems)
             )
 
-    def _finalize(self, saveables: Sequence[Saveable], leaves: list[Any]) -> list[Any]:
+    def finalize(self, saveables: Sequence[Saveable], leaves: list[Any]) -> list[Any]:
         """Wraps restored PRNG key data into typed keys, in one jitted call compiled once."""
         positions = [i for i, s in enumerate(saveables) if s.kind == LeafKind.PRNG_KEY]
         out = list(leaves)
@@ -464,15 +428,6 @@ def _group_by_devices(
         else:
             out = [floating]
     return out
-
-
-def _write_nbytes(write: ShardWrite, host_values: Sequence[Any]) -> int:
-    """The bytes one write will put into its data file (strings: their total length)."""
-    value = host_values[write.value_index]
-    if getattr(value, "dtype", None) is not None and np.dtype(value.dtype).kind != "O":
-        shape = write.full_shape if write.extents is None else tuple(n for _, n in write.extents)
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(value.dtype).itemsize
-    return sum(len(x) + 10 for x in np.asarray(value, dtype=object).reshape(-1))
 
 
 def _check_value(saveable: Saveable, value: Any) -> None:

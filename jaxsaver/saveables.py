@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,23 @@ class Saveable:
     """jax ``weak_type`` of the template leaf, restored as such."""
     string_kind: str | None = None
     """``"U"`` or ``"S"`` for a numpy str/bytes array leaf (stored as DT_STRING, restored as such)."""
+    tree_name: str | None = None
+    """The leaf's name in the template when the checkpoint name differs (a ``var_list`` rename)."""
+
+    @property
+    def key(self) -> str:
+        """The name values are looked up by in a values tree: ``tree_name`` or ``name``."""
+        return self.tree_name or self.name
+
+    def device_leaf(self, array: jax.Array) -> jax.Array:
+        """A restored device array as this saveable's leaf (weak-typed if the template was)."""
+        return _as_weak(array) if self.weak_type else array
+
+    def for_leaf(self, leaf: Any) -> Saveable:
+        """This saveable re-derived from another tree's leaf (a restore target): same names,
+        the leaf's kind, dtype, shape and sharding."""
+        out = _make_saveable(self.name, self.path, leaf)
+        return dataclasses.replace(out, tree_name=self.tree_name)
 
     @property
     def dtype(self) -> np.dtype:
@@ -185,8 +203,7 @@ class Saveable:
             self._mismatch(_describe_spec(self), f"{array.dtype}{list(array.shape)}")
         kind = self.kind
         if kind is LeafKind.JAX_ARRAY:
-            out = jax.device_put(array, sharding if sharding is not None else self.sharding)
-            return _as_weak(out) if self.weak_type else out
+            return self.device_leaf(jax.device_put(array, sharding if sharding is not None else self.sharding))
         if kind is LeafKind.PRNG_KEY:
             data = jax.device_put(array, sharding if sharding is not None else self.sharding)
             return jax.random.wrap_key_data(data, impl=self.prng_impl)
@@ -327,6 +344,13 @@ def saveables_from_pytree(tree: Any, var_list: Any = None) -> list[Saveable]:
                     f"var_list dict keys must be non-empty str checkpoint names, got {key!r}."
                 )
         entries = list(named_leaves(dict(var_list)))
+        if tree is not None:
+            tree_names = _renamed_tree_names(tree, var_list)
+            check_unique(entries)
+            return [
+                dataclasses.replace(_make_saveable(name, path, leaf), tree_name=tree_names[name])
+                for name, path, leaf in entries
+            ]
     elif isinstance(var_list, (list, tuple)):
         entries = (
             list(named_leaves(list(var_list)))
@@ -341,7 +365,9 @@ def saveables_from_pytree(tree: Any, var_list: Any = None) -> list[Saveable]:
     return [_make_saveable(name, path, leaf) for name, path, leaf in entries]
 
 
-def flatten_values(tree: Any, saveables: Sequence[Saveable], *, template_treedef: Any = None) -> list[Any]:
+def flatten_values(
+    tree: Any, saveables: Sequence[Saveable], *, template_treedef: Any = None, allow_extra: bool = True
+) -> list[Any]:
     """Returns the leaves of a values tree aligned with ``saveables``.
 
     Names are recomputed on ``tree`` with the naming rules of ``saveables_from_pytree`` and
@@ -352,6 +378,8 @@ def flatten_values(tree: Any, saveables: Sequence[Saveable], *, template_treedef
         tree: A tree with the structure of the template the saveables came from.
         saveables: The saveables, from ``saveables_from_pytree``.
         template_treedef: If given, ``tree``'s structure must equal it exactly.
+        allow_extra: accept leaves no saveable names (a subset saver); when False they are an
+            error listing every one, so a save never drops a leaf silently.
 
     Returns:
         One leaf per saveable, in the same order.
@@ -368,13 +396,16 @@ def flatten_values(tree: Any, saveables: Sequence[Saveable], *, template_treedef
     named = list(named_leaves(tree))
     check_unique(named)
     by_name = {name: leaf for name, _, leaf in named}
-    wanted = [s.name for s in saveables]
+    wanted = [s.key for s in saveables]
     missing = [n for n in wanted if n not in by_name]
     treedef_differs = template_treedef is not None and jax.tree_util.tree_structure(tree) != template_treedef
-    if missing or treedef_differs:
-        wanted_set = set(wanted)
-        unexpected = [n for n in by_name if n not in wanted_set]
-        lines = ["The values tree does not match the saved variables' structure."]
+    wanted_set = set(wanted)
+    unexpected = [n for n in by_name if n not in wanted_set]
+    if missing or treedef_differs or (unexpected and not allow_extra):
+        lines = [
+            "The values tree does not match the saved variables' structure"
+            + (" (nothing is saved: a save writes every leaf it is given or none)." if unexpected else ".")
+        ]
         lines += [f"  missing: {n}" for n in missing]
         lines += [f"  unexpected: {n}" for n in unexpected]
         if treedef_differs and not (missing or unexpected):
@@ -393,7 +424,7 @@ def unflatten_like(template_tree: Any, saveables: Sequence[Saveable], leaves_by_
     Args:
         template_tree: The tree whose structure to rebuild (the full tree, or a var_list dict).
         saveables: The saver's saveables; every name in ``leaves_by_name`` must be one of them.
-        leaves_by_name: New leaves by checkpoint name.
+        leaves_by_name: New leaves by their name in ``template_tree`` (:attr:`Saveable.key`).
 
     Returns:
         A new tree.
@@ -407,7 +438,7 @@ def unflatten_like(template_tree: Any, saveables: Sequence[Saveable], leaves_by_
         {'a': 1, 'b': [3.0, 'x']}
     """
     named = list(named_leaves(template_tree))
-    known = {s.name for s in saveables}
+    known = {s.key for s in saveables}
     template_names = {name for name, _, _ in named}
     unknown = [n for n in leaves_by_name if n not in known or n not in template_names]
     if unknown:
@@ -421,6 +452,37 @@ def unflatten_like(template_tree: Any, saveables: Sequence[Saveable], leaves_by_
 
 
 # ----------------------------------------------------------------------------- leaf helpers
+
+
+def _renamed_tree_names(tree: Any, var_list: Mapping[str, Any]) -> dict[str, str]:
+    """For a ``{checkpoint_name: subtree}`` var_list over ``tree``: checkpoint name -> tree name.
+
+    Each subtree is found in ``tree`` by identity (the node itself, or for a bare leaf the one
+    leaf that is it); a subtree found nowhere, or at several places, is an error naming it.
+    """
+    out: dict[str, str] = {}
+    problems = []
+    name_of_path = {tuple(path): name for name, path, _ in named_leaves(tree)}
+    for ckpt_name, subtree in var_list.items():
+        places = [
+            path for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is subtree)[0]
+            if node is subtree
+        ]
+        if len(places) != 1:
+            where = "is not in the tree" if not places else (
+                "is at several places in the tree: " + ", ".join(jax.tree_util.keystr(p) for p in places)
+            )
+            problems.append(f"  {ckpt_name}: the value {where}")
+            continue
+        base = places[0]
+        for sub_name, sub_path, _ in named_leaves({ckpt_name: subtree}):
+            out[sub_name] = name_of_path[tuple(base) + tuple(sub_path[1:])]
+    if problems:
+        raise InvalidArgumentError(
+            "var_list renames leaves of the template, so each value must be a leaf or subtree "
+            "of it (found by identity):\n" + "\n".join(problems)
+        )
+    return out
 
 
 def _make_saveable(name: str, path: tuple, leaf: Any) -> Saveable:

@@ -31,13 +31,12 @@ import jax
 import numpy as np
 
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
-from jaxsaver._bundle.reader import BundleReader
-from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError
-from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
+from jaxsaver import _pipeline
 from jaxsaver._storage import resolve
+from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
+from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
 from jaxsaver.checkpoint_management import (
-    checkpoint_exists,
     get_checkpoint_mtimes,
     meta_graph_filename,
     remove_checkpoint,
@@ -83,15 +82,25 @@ def _target_sharding(saveable: Saveable, leaf: Any) -> Any:
     return saveable.specs[0].sharding
 
 
+def _remove_quietly(path: str) -> None:
+    """Deletes a sidecar of a failed save (its absence is fine)."""
+    store, key = resolve(path)
+    try:
+        store.delete(key)
+    except Exception as err:  # the save's own error is the one to raise
+        logger.warning("Could not remove %s after a failed save: %s", path, err)
+
+
 def restore_as_numpy(save_path: Any) -> dict[str, Any]:
     """Every tensor of a checkpoint as a nested dict of numpy arrays, split on ``/``.
 
-    Needs no template and no devices. Names that are both a tensor and a prefix of other names
+    Needs no template and no devices. ``save_path`` is a prefix or a directory (its latest
+    checkpoint). Names that are both a tensor and a prefix of other names
     (``a`` and ``a/b``) cannot nest; the tensor is then kept under the key ``"a"`` and the
     deeper names under ``"a/..."`` flat keys.
     """
     out: dict[str, Any] = {}
-    with BundleReader(save_path) as reader:
+    with _pipeline.open_checkpoint(save_path) as reader:
         for name in reader.keys():
             value = reader.get_tensor(name)
             parts = name.split("/")
@@ -156,12 +165,12 @@ class Saver:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if defer_build and var_list:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "If `var_list` is provided then build cannot be deferred. "
                 "Either set defer_build=False or var_list=None."
             )
         if saver_def is not None and not isinstance(saver_def, saver_pb2.SaverDef):
-            raise ValueError(f"saver_def must be a saver_pb2.SaverDef: {saver_def}")
+            raise InvalidArgumentError(f"saver_def must be a saver_pb2.SaverDef: {saver_def}")
         self._var_list = var_list
         self._template = template
         self._reshape = reshape
@@ -203,9 +212,9 @@ class Saver:
 
     def _check_saver_def(self) -> None:
         if not self.saver_def.save_tensor_name:
-            raise ValueError(f"saver_def must specify the save_tensor_name: {self.saver_def}")
+            raise InvalidArgumentError(f"saver_def must specify the save_tensor_name: {self.saver_def}")
         if not self.saver_def.restore_op_name:
-            raise ValueError(f"saver_def must specify the restore_op_name: {self.saver_def}")
+            raise InvalidArgumentError(f"saver_def must specify the restore_op_name: {self.saver_def}")
 
     def build(self, template: Any = None) -> None:
         """Builds the graph from the template (or ``template``) and var_list; idempotent."""
@@ -221,7 +230,7 @@ class Saver:
                 self._is_empty = True
                 self._is_built = True
                 return
-            raise ValueError("No variables to save")
+            raise InvalidArgumentError("No variables to save")
         self._is_empty = False
         self._saveables = saveables
         if self._builder is None:
@@ -327,18 +336,18 @@ class Saver:
             empty.
 
         Raises:
-            RuntimeError: ``defer_build=True`` and :meth:`build` was not called.
-            ValueError: ``latest_filename`` has path components or collides with ``save_path``;
+            FailedPreconditionError: (a ``RuntimeError``) ``defer_build=True`` and :meth:`build` was not called.
+            InvalidArgumentError: (a ``ValueError``) ``latest_filename`` has path components or collides with ``save_path``;
                 the parent directory does not exist.
         """
         if not self._is_built:
             if self._defer_build:
-                raise RuntimeError("`build()` should be called before save if defer_build==True")
+                raise FailedPreconditionError("`build()` should be called before save if defer_build==True")
             self.build(values)
         if latest_filename is None:
             latest_filename = "checkpoint"
         if os.path.split(latest_filename)[0]:
-            raise ValueError("'latest_filename' must not contain path components")
+            raise InvalidArgumentError("'latest_filename' must not contain path components")
         save_path = os.fspath(save_path) if not isinstance(save_path, bytes) else save_path.decode()
         if global_step is not None:
             step = _global_step_int(global_step)
@@ -346,42 +355,51 @@ class Saver:
         else:
             checkpoint_file = save_path
             if os.path.basename(save_path) == latest_filename and not self._sharded:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'"
                 )
-        store, key = resolve(save_path)
-        save_path_parent = store.dirname(key)
         if self._is_empty:
             model_checkpoint_path = None
         else:
-            leaves = flatten_values(values, self._saveables)
-            try:
-                model_checkpoint_path = self._graph.run(
-                    self.saver_def.save_tensor_name, leaves, filename=checkpoint_file
-                )
-            except CheckpointNotFoundError:
-                if store.atomic_rename and not store.isdir(save_path_parent or "."):
-                    raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from None
-                raise
+            location = _pipeline.locate_for_save(checkpoint_file)
+            # A saver built from a template (or its first values) writes every leaf it is given
+            # or refuses: extra leaves are listed, never dropped. A var_list saver saves a subset.
+            leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
+            meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+
+            def write_meta() -> Callable[[], None]:
+                self.export_meta_graph(meta_file)
+                return lambda: _remove_quietly(meta_file)
+
+            model_checkpoint_path = _pipeline.save(
+                self._builder, self._saveables, leaves, location, sharded=self._sharded,
+                sidecars=write_meta if write_meta_graph else None,
+            )
             if write_state:
-                self._retention, doomed = record_checkpoint(
-                    self._policy(), self._retention, model_checkpoint_path, self._clock()
-                )
-                update_checkpoint_state_internal(
-                    save_dir=os.path.dirname(save_path),
-                    model_checkpoint_path=model_checkpoint_path,
-                    all_model_checkpoint_paths=self.last_checkpoints,
-                    latest_filename=latest_filename,
-                    save_relative_paths=self._save_relative_paths,
-                )
-                for prefix in doomed:
-                    try:
-                        remove_checkpoint(prefix, self.saver_def.version, meta_graph_suffix)
-                    except Exception as err:  # the seed ignores failures here too
-                        logger.warning("Ignoring: %s", err)
+                self._update_state(model_checkpoint_path, save_path, latest_filename, meta_graph_suffix)
+            return model_checkpoint_path
         if write_meta_graph:
             self.export_meta_graph(meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix))
         return model_checkpoint_path
+
+    def _update_state(self, model_checkpoint_path: str, save_path: str, latest_filename: str,
+                      meta_graph_suffix: str) -> None:
+        """The save's last stages: the ``checkpoint`` state file, then retention deletes."""
+        self._retention, doomed = record_checkpoint(
+            self._policy(), self._retention, model_checkpoint_path, self._clock()
+        )
+        update_checkpoint_state_internal(
+            save_dir=os.path.dirname(save_path),
+            model_checkpoint_path=model_checkpoint_path,
+            all_model_checkpoint_paths=self.last_checkpoints,
+            latest_filename=latest_filename,
+            save_relative_paths=self._save_relative_paths,
+        )
+        for prefix in doomed:
+            try:
+                remove_checkpoint(prefix, self.saver_def.version, meta_graph_suffix)
+            except Exception as err:  # the seed ignores failures here too
+                logger.warning("Ignoring: %s", err)
 
     # ------------------------------------------------------------------ restore
 
@@ -392,31 +410,36 @@ class Saver:
         template or target, returns every tensor as a nested dict of numpy arrays.
 
         Raises:
-            ValueError: ``save_path`` is None or not a checkpoint.
+            NotACheckpointError: (a ``ValueError`` and a ``NotFoundError``) ``save_path`` names no
+                checkpoint; a directory is accepted and means its latest checkpoint.
+            InvalidArgumentError: ``save_path`` is None.
             NotFoundError: keys are missing (all of them are listed).
             InvalidArgumentError: shapes (without ``reshape``) or dtypes differ (all listed).
         """
         if self._is_empty:
             return target if target is not None else self._template
         if save_path is None:
-            raise ValueError("Can't load save_path when it is None.")
-        save_path = os.fspath(save_path) if not isinstance(save_path, bytes) else save_path.decode()
-        if not checkpoint_exists(save_path):
-            raise ValueError(f"The passed save_path is not a valid checkpoint: {save_path}")
+            raise InvalidArgumentError("Can't load save_path when it is None.")
         logger.info("Restoring parameters from %s", save_path)
         if not self._is_built:
             if target is None:
                 return restore_as_numpy(save_path)
             self.build(target)
         tree = target if target is not None else self._template
+        saveables = self._saveables
         shardings = None
         if target is not None:
-            target_leaves = flatten_values(target, self._saveables)
-            shardings = [_target_sharding(s, leaf) for s, leaf in zip(self._saveables, target_leaves)]
-        leaves = self._graph.run(self.saver_def.restore_op_name, filename=save_path, shardings=shardings)
+            # The target's own shapes, dtypes and kinds are what restore checks and returns.
+            target_leaves = flatten_values(target, saveables)
+            saveables = tuple(s.for_leaf(leaf) for s, leaf in zip(saveables, target_leaves))
+            shardings = [_target_sharding(s, leaf) for s, leaf in zip(saveables, target_leaves)]
+        leaves = _pipeline.restore(
+            self._builder, saveables, save_path, reshape=self._reshape,
+            restore_sequentially=self._restore_sequentially, shardings=shardings,
+        )
         if tree is None:
-            return {s.name: leaf for s, leaf in zip(self._saveables, leaves)}
-        return unflatten_like(tree, self._saveables, {s.name: leaf for s, leaf in zip(self._saveables, leaves)})
+            return {s.name: leaf for s, leaf in zip(saveables, leaves)}
+        return unflatten_like(tree, saveables, {s.key: leaf for s, leaf in zip(saveables, leaves)})
 
     # ------------------------------------------------------------------ display
 

@@ -159,7 +159,8 @@ def test_restore_none_and_missing_prefix(tmp_path):
     missing = str(tmp_path / "model-1")
     with pytest.raises(ValueError) as info:
         saver.restore(missing)
-    assert str(info.value) == f"The passed save_path is not a valid checkpoint: {missing}"
+    assert str(info.value).startswith(f"The passed save_path is not a valid checkpoint: {missing} ")
+    assert f"looked for {missing}.index" in str(info.value)
 
 
 def test_missing_keys_are_all_listed(tmp_path):

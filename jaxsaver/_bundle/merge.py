@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxsaver._proto import tensor_bundle_pb2
-from jaxsaver._bundle.writer import _display
+from jaxsaver._bundle.writer import PartIndex, _display
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError
 from jaxsaver._format.table import TableBuilder, TableError, TableReader
 from jaxsaver._format.tensors import HEADER_KEY, data_filename
 from jaxsaver._storage import LocalStore, resolve
 
-__all__ = ["merge_bundles"]
+__all__ = ["PartIndex", "commit_merged", "merge_bundles", "merged_index", "read_part_index"]
 
 
 def _read_table(store: Any, index_key: str) -> TableReader:
@@ -20,6 +20,118 @@ def _read_table(store: Any, index_key: str) -> TableReader:
         return TableReader(store.read(index_key))
     except TableError as err:
         raise DataLossError(f"{store.url(index_key)}: corrupt index: {err}") from None
+
+
+def read_part_index(store: Any, prefix: str, *, data_key: str | None = None) -> PartIndex:
+    """Reads and checks a part bundle's index (for parts written by other processes or ops).
+
+    Raises:
+        CheckpointNotFoundError: the part has no index.
+        DataLossError: the index or an entry is corrupt.
+    """
+    index_key = f"{prefix}.index"
+    if not store.exists(index_key):
+        raise CheckpointNotFoundError(f"Prefix {store.url(prefix)} does not exist")
+    table = _read_table(store, index_key)
+    header = tensor_bundle_pb2.BundleHeaderProto()
+    try:
+        raw_header = table.get(HEADER_KEY)
+        if raw_header is None:
+            raise DataLossError(f"{store.url(index_key)}: no bundle header")
+        header.ParseFromString(raw_header)
+    except DataLossError:
+        raise
+    except Exception:
+        raise DataLossError(f"{store.url(index_key)}: corrupt bundle header") from None
+    try:
+        items = list(table.items())
+    except TableError as err:
+        raise DataLossError(f"{store.url(index_key)}: corrupt index: {err}") from None
+    entries = []
+    for key, value in items:
+        if key == HEADER_KEY:
+            continue
+        entry = tensor_bundle_pb2.BundleEntryProto()
+        try:
+            entry.ParseFromString(value)
+        except Exception:
+            raise DataLossError(f"{store.url(index_key)}: corrupt entry for {_display(key)!r}") from None
+        entries.append((key, entry))
+    return PartIndex(prefix=prefix, header=header, entries=tuple(entries), data_key=data_key)
+
+
+def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[bytes, dict[str, str]]:
+    """The merged ``.index`` bytes of ``parts`` and the data renames it needs (pure).
+
+    Data files are numbered in order of first appearance; entries of a partitioned tensor spread
+    over parts are joined; any other repeated key is an error.
+
+    Returns:
+        ``(index_bytes, {part_data_key: merged_data_key})`` (keys already in place omitted).
+
+    Raises:
+        InvalidArgumentError: a key appears in two parts, or the parts' headers disagree.
+    """
+    entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+    shard_ids: dict[str, int] = {}
+    total_shards = 0
+    first = parts[0].header
+    for part in parts:
+        header = part.header
+        if header.endianness != first.endianness:
+            raise InvalidArgumentError(
+                f"Endianness mismatch when merging {store.url(part.prefix)}: all inputs must share it"
+            )
+        if header.version.SerializeToString() != first.version.SerializeToString():
+            raise InvalidArgumentError(f"Version mismatch when merging {store.url(part.prefix)}")
+        total_shards += header.num_shards
+        for key, original in part.entries:
+            existing = entries.get(key)
+            if existing is not None and not existing.slices:
+                raise InvalidArgumentError(
+                    f"Duplicate tensor keyed by {_display(key)} encountered, when merging prefix: "
+                    f"{store.url(part.prefix)}"
+                )
+            entry = tensor_bundle_pb2.BundleEntryProto()
+            entry.CopyFrom(original)  # never change the caller's (or the writer's) entries
+            entry.shard_id = shard_ids.setdefault(part.data_key_of(original.shard_id), len(shard_ids))
+            if existing is None:
+                entries[key] = entry
+                continue
+            if not entry.slices:
+                raise InvalidArgumentError(
+                    f"Duplicate tensor keyed by {_display(key)} encountered, when merging prefix: "
+                    f"{store.url(part.prefix)}: one entry is partitioned and the other is not"
+                )
+            if existing.dtype != entry.dtype or existing.shape != entry.shape:
+                raise InvalidArgumentError(
+                    f"Partitioned tensor {_display(key)} has a different dtype or shape in "
+                    f"{store.url(part.prefix)}"
+                )
+            existing.slices.extend(entry.slices)
+    renames = {}
+    for data_key, new_id in shard_ids.items():
+        target = data_filename(dest, new_id, len(shard_ids))
+        if data_key != target:
+            renames[data_key] = target
+    header = tensor_bundle_pb2.BundleHeaderProto(num_shards=total_shards, endianness=first.endianness)
+    if first.HasField("version"):
+        header.version.CopyFrom(first.version)
+    builder = TableBuilder()
+    builder.add(HEADER_KEY, header.SerializeToString())
+    for key in sorted(entries):
+        builder.add(key, entries[key].SerializeToString())
+    return builder.finish(), renames
+
+
+def commit_merged(store: Any, dest: str, parts: Sequence[PartIndex]) -> None:
+    """Moves the parts' data to their merged names, then commits ``dest.index`` (written last)."""
+    index, renames = merged_index(store, dest, parts)
+    for source, target in renames.items():
+        store.rename(source, target)
+    store.write(f"{dest}.index", index)
+    if isinstance(store, LocalStore):
+        store.fsync_dir(store.dirname(dest))
 
 
 def merge_bundles(
@@ -37,6 +149,10 @@ def merge_bundles(
     ``destination.data-<k>-of-<n>`` with ``k`` assigned in order of first appearance, the merged
     ``destination.index`` is written, and the inputs' index files are deleted. Entries of a
     partitioned tensor spread over inputs are joined; any other repeated key is an error.
+
+    A save in one process merges the entries its writers hold in memory
+    (:func:`commit_merged`); this function is for the TF-style ``merge`` op and for parts
+    written by other processes.
 
     Args:
         prefixes: input bundle prefixes.
@@ -63,101 +179,20 @@ def merge_bundles(
         if data_paths is not None and data_paths[i] is not None:
             data_keys[key] = resolve(data_paths[i], storage)[1]
     store.makedirs(store.dirname(dest))
-
-    entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
-    shard_ids: dict[str, int] = {}
-    total_shards = 0
-    first_header: tensor_bundle_pb2.BundleHeaderProto | None = None
-    present = []
+    parts = []
     for prefix in inputs:
-        index_key = f"{prefix}.index"
-        if not store.exists(index_key):
-            if allow_missing_files:
-                continue
-            raise CheckpointNotFoundError(f"Prefix {store.url(prefix)} does not exist")
-        present.append(prefix)
-        table = _read_table(store, index_key)
-        header = tensor_bundle_pb2.BundleHeaderProto()
-        try:
-            raw_header = table.get(HEADER_KEY)
-            if raw_header is None:
-                raise DataLossError(f"{store.url(index_key)}: no bundle header")
-            header.ParseFromString(raw_header)
-        except DataLossError:
-            raise
-        except Exception:
-            raise DataLossError(f"{store.url(index_key)}: corrupt bundle header") from None
-        if first_header is None:
-            first_header = header
-        else:
-            if header.endianness != first_header.endianness:
-                raise InvalidArgumentError(
-                    f"Endianness mismatch when merging {store.url(prefix)}: all inputs must share it"
-                )
-            if header.version.SerializeToString() != first_header.version.SerializeToString():
-                raise InvalidArgumentError(f"Version mismatch when merging {store.url(prefix)}")
-        total_shards += header.num_shards
-        try:
-            items = list(table.items())
-        except TableError as err:
-            raise DataLossError(f"{store.url(index_key)}: corrupt index: {err}") from None
-        for key, value in items:
-            if key == HEADER_KEY:
-                continue
-            entry = tensor_bundle_pb2.BundleEntryProto()
-            try:
-                entry.ParseFromString(value)
-            except Exception:
-                raise DataLossError(f"{store.url(index_key)}: corrupt entry for {_display(key)!r}") from None
-            existing = entries.get(key)
-            if existing is not None and not existing.slices:
-                raise InvalidArgumentError(
-                    f"Duplicate tensor keyed by {_display(key)} encountered, when merging prefix: "
-                    f"{store.url(prefix)}"
-                )
-            data_key = data_filename(prefix, entry.shard_id, header.num_shards)
-            if prefix in data_keys and header.num_shards == 1:
-                data_key = data_keys[prefix]
-            entry.shard_id = shard_ids.setdefault(data_key, len(shard_ids))
-            if existing is None:
-                entries[key] = entry
-                continue
-            if not entry.slices:
-                raise InvalidArgumentError(
-                    f"Duplicate tensor keyed by {_display(key)} encountered, when merging prefix: "
-                    f"{store.url(prefix)}: one entry is partitioned and the other is not"
-                )
-            if existing.dtype != entry.dtype or existing.shape != entry.shape:
-                raise InvalidArgumentError(
-                    f"Partitioned tensor {_display(key)} has a different dtype or shape in "
-                    f"{store.url(prefix)}"
-                )
-            existing.slices.extend(entry.slices)
-    if first_header is None:
+        if allow_missing_files and not store.exists(f"{prefix}.index"):
+            continue
+        parts.append(read_part_index(store, prefix, data_key=data_keys.get(prefix)))
+    if not parts:
         raise CheckpointNotFoundError(
             "At least one prefix checkpoint file must exist, but none existed among: "
             + ", ".join(store.url(p) for p in inputs)
         )
-
-    for data_key, new_id in shard_ids.items():
-        target = data_filename(dest, new_id, len(shard_ids))
-        if data_key != target:
-            store.rename(data_key, target)
-
-    header = tensor_bundle_pb2.BundleHeaderProto(num_shards=total_shards, endianness=first_header.endianness)
-    if first_header.HasField("version"):
-        header.version.CopyFrom(first_header.version)
-    builder = TableBuilder()
-    builder.add(HEADER_KEY, header.SerializeToString())
-    for key in sorted(entries):
-        builder.add(key, entries[key].SerializeToString())
-    store.write(f"{dest}.index", builder.finish())
-    if isinstance(store, LocalStore):
-        store.fsync_dir(store.dirname(dest))
-
-    for prefix in present:
+    commit_merged(store, dest, parts)
+    for part in parts:
         try:
-            store.delete(f"{prefix}.index")
+            store.delete(f"{part.prefix}.index")
         except Exception:
             pass
     if delete_old_dirs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from jaxsaver._format.table import TableBuilder
 from jaxsaver._format.tensors import HEADER_KEY, data_filename, encode_strings, make_header
 from jaxsaver._storage import LocalStore, resolve
 
-__all__ = ["BundleWriter", "encode_name"]
+__all__ = ["BundleWriter", "PartIndex", "encode_name"]
 
 # Tensor data is written and checksummed in pieces of this size (fits the CPU's L2/L3 cache).
 _CHUNK_BYTES = 4 << 20
@@ -60,6 +61,26 @@ def _to_host_array(array: Any) -> np.ndarray:
     elif not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))  # TF stores host (little-endian) order
     return arr
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartIndex:
+    """One single-writer bundle's index, parsed: what a merge needs of it."""
+
+    #: The part's prefix (a key in the merge's store).
+    prefix: str
+    #: Its bundle header.
+    header: tensor_bundle_pb2.BundleHeaderProto
+    #: ``(key, entry)`` pairs in key order, the header excluded.
+    entries: tuple[tuple[bytes, tensor_bundle_pb2.BundleEntryProto], ...]
+    #: Where its single data file is, if not at ``prefix.data-00000-of-00001``.
+    data_key: str | None = None
+
+    def data_key_of(self, shard_id: int) -> str:
+        """The key of the part's data file holding ``shard_id``."""
+        if self.data_key is not None and self.header.num_shards == 1:
+            return self.data_key
+        return data_filename(self.prefix, shard_id, self.header.num_shards)
 
 
 class BundleWriter:
@@ -223,24 +244,37 @@ class BundleWriter:
             self._finished = True
             self._data.abort()
 
-    def finish(self) -> None:
-        """Commits the data file, then the index (the index's appearance is the commit)."""
+    def finish(self, *, write_index: bool = True) -> PartIndex:
+        """Commits the data file, then the index (the index's appearance is the commit).
+
+        Args:
+            write_index: False for a part of a save merged in this process: only the data is
+                committed, and the merge writes one index from the returned entries (no part
+                index is written and read back).
+
+        Returns:
+            The bundle's header and entries, as a merge takes them.
+        """
         self._check_open()
         self._finished = True
-        builder = TableBuilder()
-        builder.add(HEADER_KEY, make_header(1).SerializeToString())
-        for key in sorted(self._entries):
-            builder.add(key, self._entries[key].SerializeToString())
-        index = builder.finish()
+        header = make_header(1)
+        entries = tuple((key, self._entries[key]) for key in sorted(self._entries))
+        part = PartIndex(prefix=self._prefix, header=header, entries=entries, data_key=self._data_key)
         try:
             self._data.commit()
-            self._store.write(f"{self._prefix}.index", index)
+            if write_index:
+                builder = TableBuilder()
+                builder.add(HEADER_KEY, header.SerializeToString())
+                for key, entry in entries:
+                    builder.add(key, entry.SerializeToString())
+                self._store.write(f"{self._prefix}.index", builder.finish())
         except BaseException:
             self._data.abort()
             self._store.delete(self._data_key)
             raise
-        if isinstance(self._store, LocalStore):
+        if write_index and isinstance(self._store, LocalStore):
             self._store.fsync_dir(self._store.dirname(self._prefix))
+        return part
 
 
 def format_extents(extents: Sequence[Extent]) -> str:
