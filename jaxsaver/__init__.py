@@ -16,6 +16,7 @@ from jaxsaver._errors import NotFoundError as NotFoundError
 from jaxsaver._errors import PermissionDeniedError as PermissionDeniedError
 from jaxsaver._errors import StorageError as StorageError
 from jaxsaver._errors import UnimplementedError as UnimplementedError
+from jaxsaver._options import SaverOptions as SaverOptions
 from jaxsaver.builder import FilenamePlaceholder as FilenamePlaceholder
 from jaxsaver.builder import SaverBuilder as SaverBuilder
 from jaxsaver.builder import SaverGraph as SaverGraph
@@ -63,6 +64,7 @@ __all__ = [
     "Saveable",
     "Saver",
     "SaverBuilder",
+    "SaverOptions",
     "SaverGraph",
     "checkpoint_exists",
     "generate_checkpoint_state_proto",

@@ -13,6 +13,7 @@ once per saver and reused by every call, whatever the filename.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from jaxsaver._bundle.writer import BundleWriter, PartIndex
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._sharded_read import BlockReads, aligned_empty
+from jaxsaver._options import SaverOptions
 from jaxsaver._proto import saver_pb2
 from jaxsaver._sharding import ShardWrite, owned_devices, unique_indices
 from jaxsaver.saveables import LeafKind, Saveable
@@ -236,21 +238,21 @@ class SaverBuilder:
     # ------------------------------------------------------------------ build
 
     def build(
-        self,
-        saveables: Sequence[Saveable],
-        *,
-        reshape: bool = False,
-        sharded: bool = False,
-        max_to_keep: int | None = 5,
-        keep_checkpoint_every_n_hours: float = 10000.0,
-        name: str | None = None,
-        restore_sequentially: bool = False,
-        filename: str = "model",
+        self, saveables: Sequence[Saveable], options: SaverOptions | None = None, **overrides: Any
     ) -> tuple[SaverGraph, saver_pb2.SaverDef]:
-        """Builds the graph for ``saveables``; returns it with its ``SaverDef``."""
-        scope = name or "save"
+        """Builds the graph for ``saveables``; returns it with its ``SaverDef``.
+
+        Args:
+            saveables: what the graph saves and restores.
+            options: the saver's settings (defaults: ``SaverOptions()``).
+            **overrides: fields of :class:`SaverOptions` to change, e.g. ``sharded=True``.
+        """
+        options = dataclasses.replace(options or SaverOptions(), **overrides)
+        scope = options.scope
+        reshape, sharded = options.reshape, options.sharded
+        restore_sequentially = options.restore_sequentially
+        filename = options.filename or "model"
         saveables = tuple(saveables)
-        names = [s.name for s in saveables]
         placeholder = FilenamePlaceholder(filename or "model")
         graph = SaverGraph(scope=scope)
         # The devices holding the template's data name the per-device parts of a sharded save.
@@ -307,9 +309,9 @@ class SaverBuilder:
             filename_tensor_name=f"{scope}/Const:0",
             save_tensor_name=f"{scope}/save_all:0",
             restore_op_name=f"{scope}/restore_all",
-            max_to_keep=max_to_keep or 0,
+            max_to_keep=options.max_to_keep or 0,
             sharded=sharded,
-            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+            keep_checkpoint_every_n_hours=options.keep_checkpoint_every_n_hours,
             version=saver_pb2.SaverDef.V2,
         )
         return graph, saver_def
@@ -360,6 +362,7 @@ class SaverBuilder:
         missing = [s.name for s in saveables if not reader.has_tensor(s.name)]
         if missing:
             raise NotFoundError(
+                f"Key {missing[0]} not found in checkpoint. "
                 f"Restoring from checkpoint failed: {len(missing)} key(s) not found in checkpoint "
                 f"{reader.store.url(reader.prefix)}: " + ", ".join(repr(m) for m in missing)
             )
@@ -371,7 +374,8 @@ class SaverBuilder:
             if stored_code != expected_code:
                 problems.append(
                     f"{s.name}: dtype: checkpoint has {_dtypes.name_of(stored_code)}, "
-                    f"expected {_dtypes.name_of(expected_code)}"
+                    f"expected {_dtypes.name_of(expected_code)} (tensor_name = {s.name}; expected dtype "
+                    f"{_tf_dtype_name(expected_code)} does not equal original dtype {_tf_dtype_name(stored_code)})"
                 )
             if stored_shape != s.shape:
                 same_size = int(np.prod(stored_shape)) == int(np.prod(s.shape))
@@ -401,6 +405,11 @@ class SaverBuilder:
             for (i, _), key in zip(group, fn(tuple(data for _, data in group))):
                 out[i] = key
         return out
+
+
+def _tf_dtype_name(code: int) -> str:
+    """TF's short dtype name (``DT_FLOAT`` -> ``float``), as its RestoreV2 errors spell it."""
+    return _dtypes.name_of(code).removeprefix("DT_").lower()
 
 
 def _group_by_devices(

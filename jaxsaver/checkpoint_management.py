@@ -26,7 +26,13 @@ from typing import Any
 from google.protobuf import text_format
 
 from jaxsaver._proto import saver_pb2
-from jaxsaver._errors import CheckpointNotFoundError, DataLossError, StorageError
+from jaxsaver._errors import (
+    CheckpointNotFoundError,
+    DataLossError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    StorageError,
+)
 from jaxsaver._storage import Store, resolve
 from jaxsaver._proto.checkpoint_state_pb2 import CheckpointState
 
@@ -89,7 +95,7 @@ def generate_checkpoint_state_proto(
     Unlike TF, the caller's list is not modified.
 
     Raises:
-        ValueError: timestamps were given but their count differs from the paths'.
+        InvalidArgumentError: (a ``ValueError``) timestamps were given but their count differs from the paths'.
 
     Example:
         >>> generate_checkpoint_state_proto("rel", "rel/model-2").model_checkpoint_path
@@ -103,7 +109,7 @@ def generate_checkpoint_state_proto(
         )
         paths.append(model_checkpoint_path)
     if all_model_checkpoint_timestamps and len(all_model_checkpoint_timestamps) != len(paths):
-        raise ValueError(
+        raise InvalidArgumentError(
             "Checkpoint timestamps, if provided, must match checkpoint paths (got "
             f"paths {paths} and timestamps {all_model_checkpoint_timestamps})"
         )
@@ -169,8 +175,8 @@ def update_checkpoint_state_internal(
         storage: optional store override for :func:`~jaxsaver._storage.resolve`.
 
     Raises:
-        RuntimeError: the state file's path equals the checkpoint path written into it.
-        ValueError: timestamps and paths differ in count.
+        FailedPreconditionError: (a ``RuntimeError``) the state file's path equals the checkpoint path written into it.
+        InvalidArgumentError: (a ``ValueError``) timestamps and paths differ in count.
 
     Unlike TF, ``all_model_checkpoint_paths=None`` with ``save_relative_paths=True`` means an
     empty list (TF raises ``TypeError``).
@@ -194,7 +200,7 @@ def update_checkpoint_state_internal(
         last_preserved_timestamp=last_preserved_timestamp,
     )
     if state_file == ckpt.model_checkpoint_path:
-        raise RuntimeError(
+        raise FailedPreconditionError(
             f"Save path '{model_checkpoint_path}' conflicts with path used for "
             "checkpoint state.  Please use a different save path."
         )
@@ -217,7 +223,7 @@ def get_checkpoint_state(
         (the last two are logged as warnings).
 
     Raises:
-        ValueError: the file parses but has no ``model_checkpoint_path``.
+        InvalidArgumentError: (a ``ValueError``) the file parses but has no ``model_checkpoint_path``.
     """
     checkpoint_dir = os.fspath(checkpoint_dir)
     state_file = _state_filename(checkpoint_dir, latest_filename)
@@ -233,7 +239,7 @@ def get_checkpoint_state(
         logger.warning("%s: Checkpoint ignored", state_file)
         return None
     if not ckpt.model_checkpoint_path:
-        raise ValueError("Invalid checkpoint state loaded from " + checkpoint_dir)
+        raise InvalidArgumentError("Invalid checkpoint state loaded from " + checkpoint_dir)
     if not os.path.isabs(ckpt.model_checkpoint_path):
         ckpt.model_checkpoint_path = os.path.join(checkpoint_dir, ckpt.model_checkpoint_path)
     for i, p in enumerate(ckpt.all_model_checkpoint_paths):

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import numpy as np
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
 from jaxsaver import _pipeline
 from jaxsaver._storage import resolve
+from jaxsaver._options import SaverOptions
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
@@ -173,18 +175,14 @@ class Saver:
             raise InvalidArgumentError(f"saver_def must be a saver_pb2.SaverDef: {saver_def}")
         self._var_list = var_list
         self._template = template
-        self._reshape = reshape
-        self._sharded = sharded
-        self._max_to_keep = max_to_keep
-        self._keep_hours = keep_checkpoint_every_n_hours
-        self._name = name
-        self._restore_sequentially = restore_sequentially
+        self.options = SaverOptions(
+            reshape=reshape, sharded=sharded, max_to_keep=max_to_keep,
+            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours, name=name,
+            restore_sequentially=restore_sequentially, allow_empty=allow_empty,
+            pad_step_number=pad_step_number, save_relative_paths=save_relative_paths, filename=filename,
+        )
         self._builder = builder
         self._defer_build = defer_build
-        self._allow_empty = allow_empty
-        self._pad_step_number = pad_step_number
-        self._save_relative_paths = save_relative_paths
-        self._filename = filename
         self._clock = clock
         self._is_built = False
         self._is_empty: bool | None = None
@@ -198,9 +196,10 @@ class Saver:
                 for field in ("filename_tensor_name", "save_tensor_name", "restore_op_name"):
                     setattr(self.saver_def, field, _prepend_scope(getattr(self.saver_def, field), name))
             self._check_saver_def()
-            self._sharded = self.saver_def.sharded
-            self._max_to_keep = self.saver_def.max_to_keep
-            self._keep_hours = self.saver_def.keep_checkpoint_every_n_hours
+            self.options = dataclasses.replace(
+                self.options, sharded=self.saver_def.sharded, max_to_keep=self.saver_def.max_to_keep,
+                keep_checkpoint_every_n_hours=self.saver_def.keep_checkpoint_every_n_hours,
+            )
         self._retention = initial_state(self._policy(), self._clock())
         if not defer_build and (template is not None or var_list is not None):
             self.build()
@@ -208,7 +207,10 @@ class Saver:
     # ------------------------------------------------------------------ building
 
     def _policy(self) -> RetentionPolicy:
-        return RetentionPolicy(max_to_keep=self._max_to_keep, keep_checkpoint_every_n_hours=self._keep_hours)
+        return RetentionPolicy(
+            max_to_keep=self.options.max_to_keep,
+            keep_checkpoint_every_n_hours=self.options.keep_checkpoint_every_n_hours,
+        )
 
     def _check_saver_def(self) -> None:
         if not self.saver_def.save_tensor_name:
@@ -226,7 +228,7 @@ class Saver:
             self._template is not None or self._var_list is not None
         ) else ()
         if not saveables:
-            if self._allow_empty:
+            if self.options.allow_empty:
                 self._is_empty = True
                 self._is_built = True
                 return
@@ -235,19 +237,10 @@ class Saver:
         self._saveables = saveables
         if self._builder is None:
             self._builder = SaverBuilder()
-        scope = self._name or "save"
+        options = self.options
         if self.saver_def is not None:
-            scope = self.saver_def.filename_tensor_name.rsplit("/", 1)[0]
-        self._graph, built_def = self._builder.build(
-            saveables,
-            reshape=self._reshape,
-            sharded=self._sharded,
-            max_to_keep=self._max_to_keep,
-            keep_checkpoint_every_n_hours=self._keep_hours,
-            name=scope,
-            restore_sequentially=self._restore_sequentially,
-            filename=self._filename or "model",
-        )
+            options = dataclasses.replace(options, name=self.saver_def.filename_tensor_name.rsplit("/", 1)[0])
+        self._graph, built_def = self._builder.build(saveables, options)
         if self.saver_def is None:
             self.saver_def = built_def
         self._is_built = True
@@ -351,10 +344,10 @@ class Saver:
         save_path = os.fspath(save_path) if not isinstance(save_path, bytes) else save_path.decode()
         if global_step is not None:
             step = _global_step_int(global_step)
-            checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
+            checkpoint_file = f"{save_path}-{step:08d}" if self.options.pad_step_number else f"{save_path}-{step}"
         else:
             checkpoint_file = save_path
-            if os.path.basename(save_path) == latest_filename and not self._sharded:
+            if os.path.basename(save_path) == latest_filename and not self.options.sharded:
                 raise InvalidArgumentError(
                     f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'"
                 )
@@ -372,7 +365,7 @@ class Saver:
                 return lambda: _remove_quietly(meta_file)
 
             model_checkpoint_path = _pipeline.save(
-                self._builder, self._saveables, leaves, location, sharded=self._sharded,
+                self._builder, self._saveables, leaves, location, sharded=self.options.sharded,
                 sidecars=write_meta if write_meta_graph else None,
             )
             if write_state:
@@ -393,7 +386,7 @@ class Saver:
             model_checkpoint_path=model_checkpoint_path,
             all_model_checkpoint_paths=self.last_checkpoints,
             latest_filename=latest_filename,
-            save_relative_paths=self._save_relative_paths,
+            save_relative_paths=self.options.save_relative_paths,
         )
         for prefix in doomed:
             try:
@@ -434,8 +427,8 @@ class Saver:
             saveables = tuple(s.for_leaf(leaf) for s, leaf in zip(saveables, target_leaves))
             shardings = [_target_sharding(s, leaf) for s, leaf in zip(saveables, target_leaves)]
         leaves = _pipeline.restore(
-            self._builder, saveables, save_path, reshape=self._reshape,
-            restore_sequentially=self._restore_sequentially, shardings=shardings,
+            self._builder, saveables, save_path, reshape=self.options.reshape,
+            restore_sequentially=self.options.restore_sequentially, shardings=shardings,
         )
         if tree is None:
             return {s.name: leaf for s, leaf in zip(saveables, leaves)}

@@ -194,8 +194,14 @@ def test_shape_and_dtype_mismatch_are_all_listed(tmp_path):
     message = str(info.value)
     lines = [line.strip() for line in message.splitlines()]
     assert "w: shape: checkpoint has [2, 3], expected [3, 2]" in lines
-    assert "v: dtype: checkpoint has DT_FLOAT, expected DT_DOUBLE" in lines
-    assert "i: dtype: checkpoint has DT_INT32, expected DT_FLOAT" in lines
+    assert (
+        "v: dtype: checkpoint has DT_FLOAT, expected DT_DOUBLE "
+        "(tensor_name = v; expected dtype double does not equal original dtype float)"
+    ) in lines
+    assert (
+        "i: dtype: checkpoint has DT_INT32, expected DT_FLOAT "
+        "(tensor_name = i; expected dtype float does not equal original dtype int32)"
+    ) in lines
     assert not any(line.startswith("ok") for line in lines)
     assert isinstance(info.value, ValueError)
 
