@@ -36,6 +36,17 @@ class SaverOptions:
     """Write relative paths into the ``checkpoint`` state file."""
     filename: str | None = None
     """The default checkpoint prefix of the graph's filename placeholder."""
+    snapshot: str = "host"
+    """How an asynchronous save holds its bytes once it returns: ``"host"`` (fresh host copies;
+    host memory = the bytes saved) or ``"device"`` (on-device copies streamed to host through a
+    bounded window in the background; one extra device copy). Synchronous saves always stream
+    the caller's arrays through the window."""
+
+    def __post_init__(self) -> None:
+        if self.snapshot not in ("host", "device"):
+            from jaxsaver._errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"snapshot must be 'host' or 'device', got {self.snapshot!r}")
 
     @property
     def scope(self) -> str:

@@ -35,6 +35,7 @@ from jaxsaver._bundle.writer import PartIndex
 from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotACheckpointError
 from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
+from jaxsaver._snapshot import Snapshot, write_nbytes
 from jaxsaver._storage import Store, resolve
 from jaxsaver.saveables import LeafKind, Saveable
 
@@ -47,9 +48,11 @@ __all__ = [
     "locate_for_save",
     "snapshot",
     "plan_save",
+    "make_parent",
     "write_part",
     "write_parts",
     "commit",
+    "write",
     "save",
     "open_checkpoint",
     "restore",
@@ -102,6 +105,23 @@ def locate_for_save(path: Any, storage: Any = None) -> Location:
     return location
 
 
+def make_parent(location: Location) -> None:
+    """Makes the prefix's directory (one level, as TF's writer does) before any file is written.
+
+    Raises:
+        ValueError: (:class:`InvalidArgumentError`) it cannot be made (TF's message).
+    """
+    store = location.store
+    try:
+        store.make_dir(store.dirname(location.key))
+    except (OSError, CheckpointNotFoundError) as err:
+        if _parent_missing(location):
+            raise InvalidArgumentError(f"Parent directory of {location.path} doesn't exist, can't save.") from err
+        raise
+    if _parent_missing(location):  # the "directory" is a file
+        raise InvalidArgumentError(f"Parent directory of {location.path} doesn't exist, can't save.")
+
+
 def _parent_missing(location: Location) -> bool:
     """Whether a failed save failed because its parent directory cannot be made or used."""
     store = location.store
@@ -149,9 +169,23 @@ class SavePlan:
         return None
 
 
-def snapshot(builder: SaverBuilder, saveables: Sequence[Saveable], values: Sequence[Any]) -> list[Any]:
-    """Values as the writers take them: host arrays, or device arrays whose host copies started."""
-    return builder.snapshot(saveables, values)
+def snapshot(
+    builder: SaverBuilder,
+    saveables: Sequence[Saveable],
+    values: Sequence[Any],
+    location: Location,
+    *,
+    sharded: bool,
+    mode: str | None = None,
+) -> tuple[SavePlan, Snapshot]:
+    """Checks the values, plans the save and holds its bytes (see :mod:`jaxsaver._snapshot`).
+
+    Everything after this stage may run in the background: with ``mode`` ``"host"`` or
+    ``"device"`` the caller may donate or overwrite its arrays once it returns.
+    """
+    checked = builder.snapshot(saveables, values, copy=True if mode == "device" else None)
+    plan = plan_save(saveables, checked, location, sharded=sharded, sharded_filename=builder.sharded_filename)
+    return plan, Snapshot(checked, plan.writes, mode=mode, owns_device_arrays=mode == "device")
 
 
 def part_names(
@@ -180,7 +214,7 @@ def plan_save(
     groups = group_by_device(writes)
     cap = getattr(location.store, "max_object_bytes", None)
     if sharded and cap:
-        sizes = [_write_nbytes(w, host_values) for _, group in groups for w in group]
+        sizes = [write_nbytes(w, host_values) for _, group in groups for w in group]
         groups = split_groups(groups, sizes, cap)
     if sharded:
         prefixes, data_keys = part_names(location, len(groups), sharded_filename)
@@ -196,26 +230,24 @@ def plan_save(
     )
 
 
-def write_part(
-    builder: SaverBuilder, plan: SavePlan, k: int, host_values: Sequence[Any], *, write_index: bool
-) -> PartIndex:
+def write_part(builder: SaverBuilder, plan: SavePlan, k: int, source: Snapshot, *, write_index: bool) -> PartIndex:
     """Writes part ``k`` of ``plan`` (its data; its index too when ``write_index``)."""
     return builder.save_op(
-        plan.part_prefixes[k], plan.groups[k][1], host_values,
+        plan.part_prefixes[k], plan.groups[k][1], source,
         data_path=plan.part_data_keys[k], storage=plan.location.store, write_index=write_index,
     )
 
 
-def write_parts(builder: SaverBuilder, plan: SavePlan, host_values: Sequence[Any]) -> list[PartIndex]:
+def write_parts(builder: SaverBuilder, plan: SavePlan, source: Snapshot) -> list[PartIndex]:
     """Writes every part of a sharded save concurrently; returns their entries, in part order.
 
     No part index is written: the commit merges the entries held here.
     """
     count = len(plan.groups)
     if count == 1:
-        return [write_part(builder, plan, 0, host_values, write_index=False)]
+        return [write_part(builder, plan, 0, source, write_index=False)]
     with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, count)) as pool:
-        futures = [pool.submit(write_part, builder, plan, k, host_values, write_index=False) for k in range(count)]
+        futures = [pool.submit(write_part, builder, plan, k, source, write_index=False) for k in range(count)]
         return [future.result() for future in futures]
 
 
@@ -227,6 +259,26 @@ def commit(plan: SavePlan, parts: Sequence[PartIndex]) -> None:
         store.remove_dir(plan.temp_dir)
 
 
+def write(builder: SaverBuilder, plan: SavePlan, source: Snapshot) -> str:
+    """Everything after the snapshot: write the parts, merge, commit; returns the prefix.
+
+    Raises:
+        ValueError: (:class:`InvalidArgumentError`) the parent directory does not exist and
+            cannot be made, or is not a directory (TF's message).
+    """
+    location = plan.location
+    try:
+        if not plan.sharded:
+            write_part(builder, plan, 0, source, write_index=True)
+        else:
+            commit(plan, write_parts(builder, plan, source))
+    except (OSError, CheckpointNotFoundError) as err:
+        if _parent_missing(location):
+            raise InvalidArgumentError(f"Parent directory of {location.path} doesn't exist, can't save.") from err
+        raise
+    return location.path
+
+
 def save(
     builder: SaverBuilder,
     saveables: Sequence[Saveable],
@@ -234,41 +286,10 @@ def save(
     location: Location,
     *,
     sharded: bool,
-    sidecars: Callable[[], Callable[[], None]] | None = None,
 ) -> str:
-    """The whole save path; returns the prefix as the caller spelled it.
-
-    Args:
-        sidecars: writes files that belong with the checkpoint (its ``.meta``) once the values
-            are checked and before any data is written, so a visible checkpoint always has them;
-            returns a function that removes them again if the save then fails.
-
-    Raises:
-        ValueError: (:class:`InvalidArgumentError`) the parent directory does not exist and
-            cannot be made, or is not a directory (TF's message).
-    """
-    host_values = snapshot(builder, saveables, values)
-    plan = plan_save(saveables, host_values, location, sharded=sharded, sharded_filename=builder.sharded_filename)
-    undo = None
-    try:
-        if sidecars is not None:
-            location.store.make_dir(location.store.dirname(location.key))  # one level, as TF's writer
-            undo = sidecars()
-        if not sharded:
-            write_part(builder, plan, 0, host_values, write_index=True)
-        else:
-            commit(plan, write_parts(builder, plan, host_values))
-    except (OSError, CheckpointNotFoundError) as err:
-        if undo is not None:
-            undo()
-        if _parent_missing(location):
-            raise InvalidArgumentError(f"Parent directory of {location.path} doesn't exist, can't save.") from err
-        raise
-    except BaseException:
-        if undo is not None:
-            undo()
-        raise
-    return location.path
+    """The whole save path, synchronously; returns the prefix as the caller spelled it."""
+    plan, source = snapshot(builder, saveables, values, location, sharded=sharded)
+    return write(builder, plan, source)
 
 
 # ----------------------------------------------------------------------------- restore stages
@@ -344,14 +365,3 @@ def restore(
         for s, leaf, t in zip(saveables, leaves, targets)
     ]
     return builder.finalize(saveables, leaves)
-
-
-def _write_nbytes(write: ShardWrite, host_values: Sequence[Any]) -> int:
-    """The bytes one write will put into its data file (strings: their total length)."""
-    import numpy as np
-
-    value = host_values[write.value_index]
-    if getattr(value, "dtype", None) is not None and np.dtype(value.dtype).kind != "O":
-        shape = write.full_shape if write.extents is None else tuple(n for _, n in write.extents)
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(value.dtype).itemsize
-    return sum(len(x) + 10 for x in np.asarray(value, dtype=object).reshape(-1))

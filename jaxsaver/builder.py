@@ -29,6 +29,7 @@ from jaxsaver._bundle.writer import BundleWriter, PartIndex
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._sharded_read import BlockReads, aligned_empty
+from jaxsaver._snapshot import Snapshot
 from jaxsaver._options import SaverOptions
 from jaxsaver._proto import saver_pb2
 from jaxsaver._sharding import ShardWrite, owned_devices, unique_indices
@@ -127,13 +128,17 @@ class SaverBuilder:
                 the copy costs one more device buffer per array and per replica.
         """
         self._copy_snapshot = copy_snapshot
-        # A function object of its own per builder: jax shares the compilation cache of one
+        # Function objects of their own per builder: jax shares the compilation cache of one
         # function object across every ``jax.jit`` of it, so ``jax.jit(_snapshot)`` would make
         # ``_cache_size()`` count the compilations of every saver in the process.
         def snapshot(leaves: tuple[Any, ...]) -> tuple[Any, ...]:
             return _snapshot(leaves, copy_snapshot)
 
+        def device_copy(leaves: tuple[Any, ...]) -> tuple[Any, ...]:
+            return _snapshot(leaves, True)
+
         self._snapshot_fn = jax.jit(snapshot)
+        self._device_copy_fn = jax.jit(device_copy)
         self._finalize_fns: dict[tuple, Callable] = {}
 
     @property
@@ -147,25 +152,23 @@ class SaverBuilder:
         return sharded_filename(filename_tensor, shard, num_shards)
 
     def save_op(
-        self, filename: str, writes: Sequence[ShardWrite], host_values: Sequence[Any], *,
+        self, filename: str, writes: Sequence[ShardWrite], source: Snapshot, *,
         data_path: Any = None, storage: Any = None, write_index: bool = True,
     ) -> PartIndex:
         """Writes ``writes`` into one bundle at ``filename`` (its data at ``data_path`` if given).
 
-        Returns the bundle's entries; without ``write_index`` only its data is committed (a part
-        of a save that is merged in this process).
+        Each write's bytes come from ``source`` (host copies, or device arrays fetched through
+        its bounded window). Returns the bundle's entries; without ``write_index`` only its
+        data is committed (a part of a save that is merged in this process).
         """
         writer = BundleWriter(filename, data_path=data_path, storage=storage)
         try:
             for write in writes:
-                value = host_values[write.value_index]
-                if write.shard is not None:
-                    value = value.addressable_shards[write.shard].data
-                array = np.asarray(value)
-                if write.extents is None:
-                    writer.add(write.name, array)
-                else:
-                    writer.add_slice(write.name, write.full_shape, write.extents, array)
+                with source.hold(write) as array:
+                    if write.extents is None:
+                        writer.add(write.name, array)
+                    else:
+                        writer.add_slice(write.name, write.full_shape, write.extents, array)
         except BaseException:
             writer.abort()
             raise
@@ -277,17 +280,14 @@ class SaverBuilder:
             def save_shard(values: Sequence[Any], filename: Any = None) -> str:
                 """Writes the part of device ``k`` (TF's per-device save op); returns its prefix."""
                 location = _pipeline.Location.of(placeholder(filename))
-                host_values = _pipeline.snapshot(builder, saveables, values)
-                plan = _pipeline.plan_save(
-                    saveables, host_values, location, sharded=True, sharded_filename=builder.sharded_filename
-                )
+                plan, source = _pipeline.snapshot(builder, saveables, values, location, sharded=True)
                 found = [device for device, _ in plan.groups]
                 if found != devices:
                     raise InvalidArgumentError(
                         f"{scope}/save_shard_{k}: the values live on devices {found}, the saver was "
                         f"built for {devices}; use {scope}/save_all"
                     )
-                _pipeline.write_part(builder, plan, k, host_values, write_index=True)
+                _pipeline.write_part(builder, plan, k, source, write_index=True)
                 return location.store.url(plan.part_prefixes[k]) if "://" in location.path else plan.part_prefixes[k]
 
             return save_shard
@@ -318,9 +318,16 @@ class SaverBuilder:
 
     # ------------------------------------------------------------------ helpers
 
-    def snapshot(self, saveables: Sequence[Saveable], values: Sequence[Any]) -> list[Any]:
-        """Host arrays for numpy/Python leaves; device arrays (jitted snapshots where needed) for
-        JAX leaves, whose host copies are started here."""
+    def snapshot(self, saveables: Sequence[Saveable], values: Sequence[Any], *, copy: bool | None = None) -> list[Any]:
+        """Checked values: host arrays for numpy/Python leaves, device arrays for JAX leaves.
+
+        Args:
+            copy: copy every device array on its devices (one jitted call per device set);
+                default: the builder's ``copy_snapshot``. Without it only PRNG keys go through
+                the jitted snapshot (their key data).
+        """
+        copy = self._copy_snapshot if copy is None else copy
+        snapshot_fn = self._snapshot_fn if copy == self._copy_snapshot else self._device_copy_fn
         host: list[Any] = [None] * len(saveables)
         device_positions = []
         device_leaves = []
@@ -341,21 +348,16 @@ class SaverBuilder:
         # different devices); the common case, one mesh, is a single call.
         # Without copy_snapshot only PRNG keys need device work (their key data): jit does not
         # forward untouched inputs, so passing the other arrays through it would copy them.
-        if not self._copy_snapshot:
+        if not copy:
             for i, leaf in zip(device_positions, device_leaves):
                 host[i] = leaf
             keep = [k for k, leaf in enumerate(device_leaves) if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)]
             device_positions = [device_positions[k] for k in keep]
             device_leaves = [device_leaves[k] for k in keep]
         for group in _group_by_devices(device_positions, device_leaves):
-            snapshots = self._snapshot_fn(tuple(host_leaf for _, host_leaf in group))
+            snapshots = snapshot_fn(tuple(host_leaf for _, host_leaf in group))
             for (i, _), snap in zip(group, snapshots):
                 host[i] = snap
-        for value in host:
-            if isinstance(value, jax.Array):
-                for shard in value.addressable_shards:
-                    if shard.replica_id == 0:
-                        shard.data.copy_to_host_async()
         return host
 
     def check_compatible(self, reader: BundleReader, saveables: Sequence[Saveable], *, reshape: bool) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
 from jaxsaver import _pipeline
+from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
@@ -144,6 +145,8 @@ class Saver:
         save_relative_paths: write relative paths into the ``checkpoint`` state file.
         filename: the default checkpoint prefix of the graph's filename placeholder.
         clock: the time source (seconds since the epoch), for retention decisions.
+        snapshot: how asynchronous saves (``save(..., blocking=False)``) hold their bytes:
+            ``"host"`` or ``"device"`` (see :class:`SaverOptions`).
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class Saver:
         save_relative_paths: bool = False,
         filename: str | None = None,
         clock: Callable[[], float] = time.time,
+        snapshot: str = "host",
     ) -> None:
         if defer_build and var_list:
             raise InvalidArgumentError(
@@ -180,9 +184,11 @@ class Saver:
             keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours, name=name,
             restore_sequentially=restore_sequentially, allow_empty=allow_empty,
             pad_step_number=pad_step_number, save_relative_paths=save_relative_paths, filename=filename,
+            snapshot=snapshot,
         )
         self._builder = builder
         self._defer_build = defer_build
+        self._background = BackgroundWriter(name or "save")
         self._clock = clock
         self._is_built = False
         self._is_empty: bool | None = None
@@ -321,18 +327,33 @@ class Saver:
         meta_graph_suffix: str = "meta",
         write_meta_graph: bool = True,
         write_state: bool = True,
-    ) -> str | None:
+        *,
+        blocking: bool = True,
+    ) -> str | SaveHandle | None:
         """Saves ``values`` (a pytree shaped like the template) to a checkpoint.
+
+        A save first waits for the saves still in flight (raising a failure of theirs nobody
+        collected), so at most one snapshot is held. With ``blocking=False`` it returns as soon as
+        the snapshot is taken (see the saver's ``snapshot`` option): the caller may then donate or
+        overwrite the arrays. Writing, merging, committing the index, the state file and
+        retention run in the background, in order; a blocking save is the same save followed by
+        ``result()``.
+
+        Args:
+            blocking: wait until the checkpoint is committed (the default), or return a
+                :class:`SaveHandle` once the snapshot is taken.
 
         Returns:
             The checkpoint prefix (``save_path`` or ``save_path-<step>``), None if the saver is
-            empty.
+            empty; a :class:`SaveHandle` (``done()``, ``result()``, ``exception()``) when not
+            ``blocking``.
 
         Raises:
             FailedPreconditionError: (a ``RuntimeError``) ``defer_build=True`` and :meth:`build` was not called.
             InvalidArgumentError: (a ``ValueError``) ``latest_filename`` has path components or collides with ``save_path``;
                 the parent directory does not exist.
         """
+        self._background.wait()
         if not self._is_built:
             if self._defer_build:
                 raise FailedPreconditionError("`build()` should be called before save if defer_build==True")
@@ -352,28 +373,57 @@ class Saver:
                     f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'"
                 )
         if self._is_empty:
-            model_checkpoint_path = None
-        else:
-            location = _pipeline.locate_for_save(checkpoint_file)
-            # A saver built from a template (or its first values) writes every leaf it is given
-            # or refuses: extra leaves are listed, never dropped. A var_list saver saves a subset.
-            leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
-            meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+            if write_meta_graph:
+                self.export_meta_graph(meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix))
+            return None
+        location = _pipeline.locate_for_save(checkpoint_file)
+        # A saver built from a template (or its first values) writes every leaf it is given or
+        # refuses: extra leaves are listed, never dropped. A var_list saver saves a subset.
+        leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
+        plan, source = _pipeline.snapshot(
+            self._builder, self._saveables, leaves, location,
+            sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
+        )
+        meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+            _pipeline.make_parent(location)
+            self.export_meta_graph(meta_file)
 
-            def write_meta() -> Callable[[], None]:
-                self.export_meta_graph(meta_file)
-                return lambda: _remove_quietly(meta_file)
-
-            model_checkpoint_path = _pipeline.save(
-                self._builder, self._saveables, leaves, location, sharded=self.options.sharded,
-                sidecars=write_meta if write_meta_graph else None,
-            )
+        def finish() -> str:
+            try:
+                prefix = _pipeline.write(self._builder, plan, source)
+            except BaseException:
+                if write_meta_graph:
+                    _remove_quietly(meta_file)
+                raise
             if write_state:
-                self._update_state(model_checkpoint_path, save_path, latest_filename, meta_graph_suffix)
-            return model_checkpoint_path
-        if write_meta_graph:
-            self.export_meta_graph(meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix))
-        return model_checkpoint_path
+                self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
+            return prefix
+
+        handle = self._background.submit(finish, location.path)
+        return handle.result() if blocking else handle
+
+    # ------------------------------------------------------------------ background saves
+
+    def wait_until_finished(self) -> None:
+        """Waits for every asynchronous save; raises the first failure nobody collected."""
+        self._background.wait()
+
+    def close(self) -> None:
+        """Waits for every asynchronous save (raising a failure) and stops the worker thread."""
+        self._background.close()
+
+    def __enter__(self) -> Saver:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the body's error wins; a background failure is still logged
+            try:
+                self.close()
+            except BaseException as err:  # noqa: BLE001
+                logger.error("A background save failed as well: %r", err)
 
     def _update_state(self, model_checkpoint_path: str, save_path: str, latest_filename: str,
                       meta_graph_suffix: str) -> None:

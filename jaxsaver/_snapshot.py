@@ -1,0 +1,176 @@
+"""The snapshot stage: the bytes a save writes, held so the caller may go on (or not).
+
+Three ways to hold them, one interface (:meth:`Snapshot.hold`):
+
+- **streamed** (synchronous saves): the caller's own arrays, copied to host one write at a time
+  through a bounded window, so host memory never holds the whole model;
+- ``"host"``: every replica-0 shard copied into fresh host buffers before the save returns
+  (host memory = the bytes saved; blocked ≈ the device-to-host copy);
+- ``"device"``: an on-device copy of every array before the save returns (blocked ≈ a device
+  memory copy; one extra device copy of the saved bytes), streamed to host through the window in
+  the background, each copy freed once written.
+
+Example:
+    >>> window = ByteWindow(100)
+    >>> with window.hold(60):
+    ...     window.in_flight
+    60
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsaver._errors import InvalidArgumentError
+from jaxsaver._sharding import ShardWrite
+
+__all__ = ["ByteWindow", "Snapshot", "SNAPSHOT_MODES", "window_budget", "write_nbytes"]
+
+#: The snapshot modes of asynchronous saves.
+SNAPSHOT_MODES = ("host", "device")
+
+_WINDOW_SLACK = 64 << 20
+
+
+def write_nbytes(write: ShardWrite, values: Sequence[Any]) -> int:
+    """The bytes one write puts into its data file (strings: their total length, estimated)."""
+    value = values[write.value_index]
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind != "O":
+        shape = write.full_shape if write.extents is None else tuple(n for _, n in write.extents)
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return sum(len(x) + 10 for x in np.asarray(value, dtype=object).reshape(-1))
+
+
+def window_budget(writes: Sequence[ShardWrite], values: Sequence[Any]) -> int:
+    """Host bytes in flight at most: 1.25 × the largest device write + 64 MiB."""
+    largest = max((write_nbytes(w, values) for w in writes if isinstance(values[w.value_index], jax.Array)), default=0)
+    return int(1.25 * largest) + _WINDOW_SLACK
+
+
+class ByteWindow:
+    """A byte budget shared by concurrent writers: ``hold(n)`` waits until ``n`` more bytes fit.
+
+    A single hold larger than the budget is let through alone, so no write can wait forever.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._in_flight = 0
+        self._peak = 0
+        self._cond = threading.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def peak(self) -> int:
+        """The most bytes held at once so far."""
+        return self._peak
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        with self._cond:
+            while self._in_flight and self._in_flight + nbytes > self._budget:
+                self._cond.wait()
+            self._in_flight += nbytes
+            self._peak = max(self._peak, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= nbytes
+                self._cond.notify_all()
+
+
+def _host_array(part: jax.Array) -> np.ndarray:
+    """One device array's bytes on the host, in a buffer that dies with the returned array.
+
+    ``np.asarray`` of a GPU/TPU array caches the host copy on the array, so a host would keep
+    every shard it ever wrote for as long as the arrays live; going through a transient CPU
+    array instead frees the copy once written. On CPU devices ``np.asarray`` is a view.
+    """
+    if all(d.platform == "cpu" for d in part.devices()):
+        return np.asarray(part)
+    return np.asarray(jax.device_put(part, jax.devices("cpu")[0]))
+
+
+class Snapshot:
+    """The values of one save, planned into writes, as the part writers fetch them.
+
+    Args:
+        values: per saveable, a host array or a device array (see ``SaverBuilder.snapshot``).
+        writes: every write of the save (``plan.writes``).
+        mode: None (stream the caller's arrays), ``"host"`` or ``"device"`` (see the module).
+        owns_device_arrays: the device arrays are copies made for this save (``"device"`` mode),
+            so each is deleted once all its writes are done.
+    """
+
+    def __init__(self, values: Sequence[Any], writes: Sequence[ShardWrite], *, mode: str | None,
+                 owns_device_arrays: bool = False) -> None:
+        if mode is not None and mode not in SNAPSHOT_MODES:
+            raise InvalidArgumentError(f"snapshot must be one of {SNAPSHOT_MODES} or None, got {mode!r}")
+        self._values = list(values)
+        self._mode = mode
+        self._owns = owns_device_arrays
+        self._host: dict[tuple[int, int | None], np.ndarray] = {}
+        self._remaining: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self.window = ByteWindow(window_budget(writes, self._values))
+        for write in writes:
+            self._remaining[write.value_index] = self._remaining.get(write.value_index, 0) + 1
+        if mode is not None:  # the caller may mutate its numpy arrays once the save returns
+            for i, value in enumerate(self._values):
+                if isinstance(value, np.ndarray):
+                    self._values[i] = value.copy()
+        if mode == "host":
+            device_writes = [w for w in writes if isinstance(self._values[w.value_index], jax.Array)]
+            for write in device_writes:
+                self._device_part(write).copy_to_host_async()
+            for write in device_writes:
+                self._host[(write.value_index, write.shard)] = np.array(_host_array(self._device_part(write)), copy=True)
+            for write in device_writes:
+                self._values[write.value_index] = None  # only the host copies are kept
+
+    @property
+    def values(self) -> list[Any]:
+        return self._values
+
+    def _device_part(self, write: ShardWrite) -> Any:
+        value = self._values[write.value_index]
+        return value.addressable_shards[write.shard].data if write.shard is not None else value
+
+    @contextlib.contextmanager
+    def hold(self, write: ShardWrite) -> Iterator[Any]:
+        """The host array of one write, held in the window while it is written."""
+        key = (write.value_index, write.shard)
+        if key in self._host:
+            yield self._host.pop(key)
+            return
+        value = self._values[write.value_index]
+        if not isinstance(value, jax.Array):
+            yield value
+            self._done(write)
+            return
+        part = self._device_part(write)
+        with self.window.hold(write_nbytes(write, self._values)):
+            array = _host_array(part)
+            try:
+                yield array
+            finally:
+                del array
+        self._done(write)
+
+    def _done(self, write: ShardWrite) -> None:
+        with self._lock:
+            self._remaining[write.value_index] -= 1
+            last = self._remaining[write.value_index] == 0
+        if last and self._owns and isinstance(self._values[write.value_index], jax.Array):
+            self._values[write.value_index].delete()
