@@ -39,6 +39,7 @@ from jaxsaver.reader import diff as diff
 from jaxsaver.reader import list_variables as list_variables
 from jaxsaver.reader import load_checkpoint as load_checkpoint
 from jaxsaver.reader import load_variable as load_variable
+from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
 
@@ -62,6 +63,7 @@ __all__ = [
     "LeafKind",
     "SaveSpec",
     "Saveable",
+    "SaveHandle",
     "Saver",
     "SaverBuilder",
     "SaverOptions",

@@ -385,12 +385,12 @@ class Saver:
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
-        if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
-            _pipeline.make_parent(location)
-            self.export_meta_graph(meta_file)
 
         def finish() -> str:
             try:
+                if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+                    _pipeline.make_parent(location)
+                    self.export_meta_graph(meta_file)
                 prefix = _pipeline.write(self._builder, plan, source)
             except BaseException:
                 if write_meta_graph:
