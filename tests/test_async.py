@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -96,7 +97,9 @@ def test_an_uncollected_failure_is_raised_by_the_next_save(tmp_path, monkeypatch
 
     original = _storage._LocalWriter.write
     monkeypatch.setattr(_storage._LocalWriter, "write", lambda self, data: (_ for _ in ()).throw(OSError(5, "I/O error")))
-    saver.save(state, tmp_path / "m", global_step=1, blocking=False)
+    handle = saver.save(state, tmp_path / "m", global_step=1, blocking=False)
+    while not handle.done():  # done() waits for nothing and collects nothing
+        time.sleep(0.01)
     monkeypatch.setattr(_storage._LocalWriter, "write", original)
     with pytest.raises(OSError, match="m-1"):
         saver.save(state, tmp_path / "m", global_step=2)
