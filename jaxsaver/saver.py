@@ -36,6 +36,7 @@ from jaxsaver import _pipeline
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
+from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
@@ -94,7 +95,7 @@ def _remove_quietly(path: str) -> None:
         logger.warning("Could not remove %s after a failed save: %s", path, err)
 
 
-def restore_as_numpy(save_path: Any) -> dict[str, Any]:
+def restore_as_numpy(save_path: PathLike) -> dict[str, Any]:
     """Every tensor of a checkpoint as a nested dict of numpy arrays, split on ``/``.
 
     Needs no template and no devices. ``save_path`` is a prefix or a directory (its latest
@@ -151,9 +152,9 @@ class Saver:
 
     def __init__(
         self,
-        var_list: Any = None,
+        var_list: PyTree | None = None,
         *,
-        template: Any = None,
+        template: PyTree | None = None,
         reshape: bool = False,
         sharded: bool = False,
         max_to_keep: int | None = 5,
@@ -224,7 +225,7 @@ class Saver:
         if not self.saver_def.restore_op_name:
             raise InvalidArgumentError(f"saver_def must specify the restore_op_name: {self.saver_def}")
 
-    def build(self, template: Any = None) -> None:
+    def build(self, template: PyTree | None = None) -> None:
         """Builds the graph from the template (or ``template``) and var_list; idempotent."""
         if self._is_built:
             return
@@ -320,9 +321,9 @@ class Saver:
 
     def save(
         self,
-        values: Any,
-        save_path: Any,
-        global_step: Any = None,
+        values: PyTree,
+        save_path: PathLike,
+        global_step: StepLike | None = None,
         latest_filename: str | None = None,
         meta_graph_suffix: str = "meta",
         write_meta_graph: bool = True,
@@ -446,7 +447,7 @@ class Saver:
 
     # ------------------------------------------------------------------ restore
 
-    def restore(self, save_path: Any, target: Any = None) -> Any:
+    def restore(self, save_path: PathLike, target: PyTree | None = None) -> PyTree:
         """Restores a checkpoint; returns a pytree shaped like ``target`` or the template.
 
         Leaves the saver does not cover (a subset saver) keep the target's values. Without a
@@ -498,7 +499,7 @@ class Saver:
 
     # ------------------------------------------------------------------ meta graph
 
-    def export_meta_graph(self, filename: Any = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
+    def export_meta_graph(self, filename: PathLike | None = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
         """A ``MetaGraphDef`` holding the ``SaverDef`` and the tree's leaves; written if ``filename``."""
         meta = meta_graph_pb2.MetaGraphDef()
         meta.meta_info_def.meta_graph_version = "jaxsaver-1"
