@@ -384,7 +384,12 @@ class CheckpointManager:
             return prefix
 
         def finish() -> str:
-            result.result()  # the save's own failure, if any, is this job's
+            try:
+                result.result()  # the save's own failure, if any, is this job's
+            except BaseException:
+                with self._lock:
+                    self._in_flight.discard(step)
+                raise
             self._after_commit(info)
             return prefix
 
