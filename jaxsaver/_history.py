@@ -22,12 +22,12 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jaxsaver._errors import DataLossError, InvalidArgumentError
-from jaxsaver._retention import ManagerPolicy
+from jaxsaver._retention import CheckpointInfo, ManagerPolicy
 from jaxsaver._storage import LOCAL, Store, resolve
 from jaxsaver.checkpoint_management import get_checkpoint_state
 
@@ -43,6 +43,7 @@ __all__ = [
     "DirectoryView",
     "scan",
     "step_of",
+    "annotate_listing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -311,3 +312,38 @@ def scan(directory: str, checkpoint_name: str, *, storage: Any = None) -> Direct
         leftovers=tuple(sorted(leftovers, key=by_step)),
     )
 
+
+
+def annotate_listing(directory: str, prefixes: Sequence[str]) -> tuple[dict[str, dict[str, Any]], DirectoryView]:
+    """For ``jaxsaver ls``: each listed prefix's metrics and the retention rules keeping it.
+
+    The checkpoint name is read off the newest listed prefix (``model-12`` → ``model``); the
+    rules are those stored in the newest sidecar that has them. ``kept_by`` is None where no
+    manager wrote the directory; ``metrics`` is None where a checkpoint has no sidecar, and a
+    corrupt sidecar is reported under ``sidecar_error``.
+
+    Returns:
+        ``{prefix: {"metrics", "kept_by"[, "sidecar_error"]}}`` and the directory's :func:`scan`.
+    """
+    names = [re.fullmatch(r"(.+)-\d+", os.path.basename(p)) for p in prefixes]
+    name = next((m.group(1) for m in reversed(names) if m), "model")
+    view = scan(directory, name)
+    out: dict[str, dict[str, Any]] = {p: {"metrics": None, "kept_by": None} for p in prefixes}
+    sidecars: dict[int, Sidecar] = {}
+    for entry in view.tracked:
+        try:
+            sidecar = read_sidecar(entry.prefix)
+        except DataLossError as err:
+            out.setdefault(entry.prefix, {"metrics": None, "kept_by": None})["sidecar_error"] = str(err)
+            continue
+        if sidecar is not None:
+            sidecars[entry.step] = sidecar
+            out.setdefault(entry.prefix, {"metrics": None, "kept_by": None})["metrics"] = sidecar.metrics
+    policy = next((sidecars[s].policy for s in sorted(sidecars, reverse=True) if sidecars[s].policy), None)
+    if policy is not None:
+        infos = [CheckpointInfo(step=t.step, time=t.time, score=sidecars[t.step].score if t.step in sidecars else None)
+                 for t in view.tracked]
+        reasons = policy.reasons(infos)
+        for entry in view.tracked:
+            out.setdefault(entry.prefix, {"metrics": None, "kept_by": None})["kept_by"] = list(reasons[entry.step])
+    return out, view

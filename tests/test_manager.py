@@ -413,3 +413,45 @@ def test_tf1_directory_is_managed_and_tf_reads_the_managed_one(tmp_path):
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["model-3", "model-4"]
     np.testing.assert_array_equal(tf.train.load_checkpoint(str(tmp_path / "model-4")).get_tensor("w"),
                                   np.full(3, 4.0, np.float32))
+
+
+# ------------------------------------------------------------------------------ jaxsaver ls
+
+
+def test_ls_shows_metrics_the_rules_keeping_each_and_untracked(tmp_path, capsys):
+    from jaxsaver.cli import main
+
+    jaxsaver.Saver(template=state_at(0)).save(state_at(0), str(tmp_path / "model"), global_step=0, write_state=False)
+    with CheckpointManager(tmp_path, state_at(0), max_to_keep=1, keep_every_n_steps=4, best_n=1,
+                           best_fn="loss") as mgr:
+        for step, loss in enumerate(LOSSES, start=1):
+            mgr.save(state_at(step), step, metrics={"loss": loss, "acc": 1 - loss})
+    (tmp_path / "model-11.metadata.json").write_text("{}")  # a save that never committed
+    capsys.readouterr()
+    assert main(["ls", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {r["step"]: r for r in data["checkpoints"]}
+    assert sorted(rows) == [4, 7, 8, 10]  # model-0 is untracked: kept on disk, not a row
+    assert rows[7]["metrics"] == {"loss": 0.2, "acc": pytest.approx(0.8)} and rows[7]["kept_by"] == ["best_n=1 (min)"]
+    assert rows[4]["kept_by"] == ["keep_every_n_steps=4"] and rows[8]["kept_by"] == ["keep_every_n_steps=4"]
+    assert rows[10]["kept_by"] == ["latest", "max_to_keep=1"]
+    assert data["untracked"] == [str(tmp_path / "model-0")]
+    assert data["uncommitted_files"] == [str(tmp_path / "model-11.metadata.json")]
+    assert main(["ls", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "metrics" in lines[1] and "kept by" in lines[1]
+    row7 = next(line for line in lines if line.endswith("model-7"))
+    assert "loss=0.2 acc=0.8" in row7 and "best_n=1 (min)" in row7
+    assert lines[-4].startswith("1 untracked") and lines[-3].strip() == str(tmp_path / "model-0")
+    assert lines[-1].strip() == str(tmp_path / "model-11.metadata.json")
+
+
+def test_ls_of_a_directory_without_state_file_lists_its_untracked_checkpoints(tmp_path, capsys):
+    from jaxsaver.cli import main
+
+    jaxsaver.Saver(template=state_at(0)).save(state_at(1), str(tmp_path / "model"), global_step=1,
+                                              write_state=False)
+    assert main(["ls", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("0 checkpoints") and "1 untracked" in out and str(tmp_path / "model-1") in out
+    assert main(["ls", str(tmp_path / "empty")]) == 2
