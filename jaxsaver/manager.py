@@ -375,6 +375,10 @@ class CheckpointManager:
         try:
             result = self._saver.save(state, prefix, write_state=False, blocking=not self.options.async_save,
                                       extra_sidecars={SIDECAR_SUFFIX: sidecar})
+            if result is None:
+                raise FailedPreconditionError(
+                    f"the saver of {self._directory} has no variables to save (allow_empty=True): no checkpoint written"
+                )
         except BaseException:
             with self._lock:
                 self._in_flight.discard(step)

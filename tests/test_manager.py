@@ -455,3 +455,21 @@ def test_ls_of_a_directory_without_state_file_lists_its_untracked_checkpoints(tm
     out = capsys.readouterr().out
     assert out.startswith("0 checkpoints") and "1 untracked" in out and str(tmp_path / "model-1") in out
     assert main(["ls", str(tmp_path / "empty")]) == 2
+
+
+def test_sharded_async_saver_and_an_empty_saver(tmp_path):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ("a", "b"))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("a", "b"))
+    state = {"w": jax.device_put(jnp.arange(64, dtype=jnp.float32).reshape(8, 8), sharding)}
+    saver = jaxsaver.Saver(template=state, sharded=True, snapshot="device")
+    with CheckpointManager(tmp_path, saver, max_to_keep=1, async_save=True) as mgr:
+        for step in (1, 2):
+            mgr.save({"w": state["w"] * step}, step, metrics={"loss": 1.0 / step})
+        restored = mgr.restore()
+    assert restored["w"].sharding == sharding
+    np.testing.assert_array_equal(np.asarray(restored["w"]), np.arange(64, dtype=np.float32).reshape(8, 8) * 2)
+    assert on_disk(tmp_path) == [2] and not [n for n in os.listdir(tmp_path) if "_temp" in n]
+    empty = CheckpointManager(tmp_path / "empty", jaxsaver.Saver(template={}, allow_empty=True))
+    with pytest.raises(jaxsaver.FailedPreconditionError, match="no variables to save"):
+        empty.save({}, 1)
+    assert empty.all_steps() == [] and empty.should_save(1)
