@@ -184,12 +184,14 @@ class CheckpointManager:
         self._writer = BackgroundWriter(f"manager-{self.options.checkpoint_name}")
         self._in_flight: set[int] = set()
         self._tracked: dict[int, CheckpointInfo] = {}
+        self._paths: dict[int, str] = {}  # prefixes spelled otherwise than _prefix(step) (TF1's padded steps)
         self._load()
 
     # ------------------------------------------------------------------ reading the directory
 
     def _prefix(self, step: int) -> str:
-        return os.path.join(self._directory, f"{self.options.checkpoint_name}-{step}")
+        """The checkpoint of ``step``: as found on disk (``model-00000005``), else ``model-5``."""
+        return self._paths.get(step) or os.path.join(self._directory, f"{self.options.checkpoint_name}-{step}")
 
     def _score(self, step: int, metrics: Mapping[str, Any] | None) -> float | None:
         best_fn = self.options.best_fn
@@ -224,6 +226,7 @@ class CheckpointManager:
                 except InvalidArgumentError as err:
                     logger.warning("%s: %s; it is not ranked by best_n", entry.prefix, err)
             self._tracked[entry.step] = CheckpointInfo(step=entry.step, time=entry.time, score=score)
+            self._paths[entry.step] = entry.prefix
         if view.missing:
             logger.warning("The state file of %s lists checkpoints that no longer exist (dropped from it at the "
                            "next save): %s", self._directory, ", ".join(view.missing))
@@ -407,19 +410,22 @@ class CheckpointManager:
             self._tracked[info.step] = info
             keep = self._policy.keep(list(self._tracked.values()))
             doomed = sorted(step for step in self._tracked if step not in keep)
+            doomed_paths = [self._prefix(step) for step in doomed]
             for step in doomed:
                 del self._tracked[step]
-            kept = sorted(self._tracked.values(), key=lambda c: c.step)
+                self._paths.pop(step, None)
+            kept = [self._prefix(c.step) for c in sorted(self._tracked.values(), key=lambda c: c.step)]
+            times = [c.time for c in sorted(self._tracked.values(), key=lambda c: c.step)]
         update_checkpoint_state_internal(
             save_dir=self._directory,
-            model_checkpoint_path=self._prefix(kept[-1].step),
-            all_model_checkpoint_paths=[self._prefix(c.step) for c in kept],
-            all_model_checkpoint_timestamps=[c.time for c in kept],
+            model_checkpoint_path=kept[-1],
+            all_model_checkpoint_paths=kept,
+            all_model_checkpoint_timestamps=times,
             save_relative_paths=True,
         )
-        for step in doomed:
-            logger.info("Deleting checkpoint %s (kept by no retention policy)", self._prefix(step))
-            self._remove(self._prefix(step))
+        for prefix in doomed_paths:
+            logger.info("Deleting checkpoint %s (kept by no retention policy)", prefix)
+            self._remove(prefix)
 
     def _remove(self, prefix: str) -> None:
         """Deletes one checkpoint of this directory: its index first (it stops being a checkpoint),

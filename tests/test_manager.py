@@ -480,3 +480,16 @@ def test_sharded_async_saver_and_an_empty_saver(tmp_path):
     with pytest.raises(jaxsaver.FailedPreconditionError, match="no variables to save"):
         empty.save({}, 1)
     assert empty.all_steps() == [] and empty.should_save(1)
+
+
+def test_padded_step_names_are_managed_under_their_own_spelling(tmp_path):
+    saver = jaxsaver.Saver(template=state_at(0), pad_step_number=True, max_to_keep=5)
+    for step in (1, 2, 3):
+        saver.save(state_at(step), str(tmp_path / "model"), global_step=step)
+    mgr = CheckpointManager(tmp_path, state_at(0), max_to_keep=2)
+    assert mgr.all_steps() == [1, 2, 3] and mgr.checkpoint_path(2) == str(tmp_path / "model-00000002")
+    assert int(mgr.restore(step=2)["step"]) == 2
+    mgr.save(state_at(4), 4)
+    assert listed(tmp_path) == ["model-00000003", "model-4"]
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".index")) == ["model-00000003.index", "model-4.index"]
+    assert CheckpointManager(tmp_path, state_at(0)).untracked() == []
