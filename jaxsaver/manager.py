@@ -86,7 +86,7 @@ class CheckpointManagerOptions:
     retention run in the background, in order (see ``Saver.save(blocking=False)``)."""
 
     def __post_init__(self) -> None:
-        self.policy  # validates the retention settings
+        _ = self.policy  # validates the retention settings
         if self.best_n is not None and self.best_fn is None:
             raise InvalidArgumentError("best_n needs best_fn: a function of the metrics, or a metric name")
         if self.best_fn is not None and not (callable(self.best_fn) or isinstance(self.best_fn, str)):
