@@ -197,12 +197,15 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from jaxsaver._storage import resolve
     from jaxsaver.checkpoint_management import get_checkpoint_state
 
+    from jaxsaver._history import annotate_listing
+
     directory = args.dir
     state = get_checkpoint_state(directory)
-    if state is None:
+    if state is None and not annotate_listing(directory, [])[1].untracked:
         raise CheckpointNotFoundError(f"no readable 'checkpoint' state file in {directory}")
-    stamps = list(state.all_model_checkpoint_timestamps)
-    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    stamps = list(state.all_model_checkpoint_timestamps) if state else []
+    paths = (list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]) if state else []
+    managed, view = annotate_listing(directory, paths)  # metrics and the retention rules keeping each
     rows = []
     for i, prefix in enumerate(paths):
         store, key = resolve(prefix)
@@ -220,9 +223,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             "exists": exists,
             "latest": prefix == state.model_checkpoint_path,
             "files": [store.basename(f) for f in files],
+            **managed.get(prefix, {"metrics": None, "kept_by": None}),
         })
     if args.json:
-        _print_json({"directory": directory, "checkpoints": rows})
+        _print_json({"directory": directory, "checkpoints": rows, "untracked": list(view.untracked),
+                     "uncommitted_files": list(view.leftovers)})
         return 0
 
     def when(t: float | None) -> str:
@@ -230,13 +235,30 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
     from jaxsaver.inspect import human_size
 
+    def metrics(row: dict[str, Any]) -> str:
+        if "sidecar_error" in row:
+            return "(corrupt sidecar)"
+        return " ".join(f"{k}={v:.4g}" if v is not None else f"{k}=-" for k, v in (row["metrics"] or {}).items()) or "-"
+
+    kept = [",".join(r["kept_by"]) if r["kept_by"] else "-" for r in rows]
+    shown = [metrics(r) for r in rows]
+    mw, kw = max([len("metrics"), *map(len, shown)]), max([len("kept by"), *map(len, kept)])
     print(f"{len(rows)} checkpoint{'s' if len(rows) != 1 else ''} in {directory} (oldest first, * = latest)")
-    print(f"  {'step':>8}  {'size':>10}  {'modified':19}  prefix")
-    for row in rows:
+    print(f"  {'step':>8}  {'size':>10}  {'modified':19}  {'metrics':{mw}}  {'kept by':{kw}}  prefix")
+    for row, text, rules in zip(rows, shown, kept):
         step = "-" if row["step"] is None else str(row["step"])
         size = human_size(row["bytes"]) if row["exists"] else "missing"
         mark = "*" if row["latest"] else " "
-        print(f"{mark} {step:>8}  {size:>10}  {when(row['mtime']):19}  {row['prefix']}")
+        print(f"{mark} {step:>8}  {size:>10}  {when(row['mtime']):19}  {text:{mw}}  {rules:{kw}}  {row['prefix']}")
+    if view.untracked:
+        print(f"{len(view.untracked)} untracked (not in the state file; never deleted but by "
+              "CheckpointManager.cleanup_untracked()):")
+        for prefix in view.untracked:
+            print(f"  {prefix}")
+    if view.leftovers:
+        print(f"{len(view.leftovers)} file(s) of saves that never committed:")
+        for path in view.leftovers:
+            print(f"  {path}")
     return 0
 
 

@@ -330,6 +330,7 @@ class Saver:
         write_state: bool = True,
         *,
         blocking: bool = True,
+        extra_sidecars: dict[str, bytes] | None = None,
     ) -> str | SaveHandle | None:
         """Saves ``values`` (a pytree shaped like the template) to a checkpoint.
 
@@ -343,6 +344,9 @@ class Saver:
         Args:
             blocking: wait until the checkpoint is committed (the default), or return a
                 :class:`SaveHandle` once the snapshot is taken.
+            extra_sidecars: ``{suffix: bytes}`` files written at ``<prefix>.<suffix>`` with the
+                ``.meta``, before the index is committed (so a visible checkpoint has them), and
+                removed if the save fails (:class:`jaxsaver.CheckpointManager`'s metadata).
 
         Returns:
             The checkpoint prefix (``save_path`` or ``save_path-<step>``), None if the saver is
@@ -386,16 +390,21 @@ class Saver:
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        sidecars = {f"{checkpoint_file}.{suffix}": data for suffix, data in (extra_sidecars or {}).items()}
 
         def finish() -> str:
             try:
-                if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+                if write_meta_graph or sidecars:  # sidecars before the index commit: a visible checkpoint has them
                     _pipeline.make_parent(location)
+                if write_meta_graph:
                     self.export_meta_graph(meta_file)
+                for path, data in sidecars.items():
+                    store, key = resolve(path)
+                    store.write(key, data)
                 prefix = _pipeline.write(self._builder, plan, source)
             except BaseException:
-                if write_meta_graph:
-                    _remove_quietly(meta_file)
+                for path in ([meta_file] if write_meta_graph else []) + list(sidecars):
+                    _remove_quietly(path)
                 raise
             if write_state:
                 self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
