@@ -36,7 +36,7 @@ from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotA
 from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
 from jaxsaver._snapshot import Snapshot, write_nbytes
-from jaxsaver._storage import Store, resolve
+from jaxsaver._store import Store, resolve
 from jaxsaver.saveables import LeafKind, Saveable
 
 if TYPE_CHECKING:

@@ -187,7 +187,7 @@ def _print_json(value: Any) -> None:
 
 
 def _checkpoint_files(prefix: str) -> list[str]:
-    from jaxsaver._storage import resolve
+    from jaxsaver._store import resolve
 
     store, key = resolve(prefix)
     base = store.basename(key)
@@ -204,7 +204,7 @@ def _checkpoint_files(prefix: str) -> list[str]:
 def _cmd_ls(args: argparse.Namespace) -> int:
     import datetime
 
-    from jaxsaver._storage import resolve
+    from jaxsaver._store import resolve
     from jaxsaver.checkpoint_management import get_checkpoint_state
 
     directory = args.dir

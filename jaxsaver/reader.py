@@ -40,7 +40,7 @@ from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._errors import CheckpointNotFoundError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._format.slices import SliceError, encode_slice_key, resolve_extents, slice_from_proto
-from jaxsaver._storage import resolve
+from jaxsaver._store import resolve
 from jaxsaver.checkpoint_management import latest_checkpoint
 
 __all__ = [
@@ -157,7 +157,7 @@ class CheckpointReader:
     Args:
         prefix: the checkpoint prefix (``ckpt/model-3``, not ``ckpt/model-3.index``), a local
             path or URL. Use :func:`load_checkpoint` to also accept a directory.
-        storage: optional storage override (see :mod:`jaxsaver._storage`).
+        storage: optional storage override (see :mod:`jaxsaver._store`).
 
     Raises:
         CheckpointNotFoundError: no checkpoint at ``prefix`` (the message says to drop

@@ -34,7 +34,7 @@ import numpy as np
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
 from jaxsaver import _pipeline
 from jaxsaver._async import BackgroundWriter, SaveHandle
-from jaxsaver._storage import resolve
+from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints

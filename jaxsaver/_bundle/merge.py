@@ -10,7 +10,7 @@ from jaxsaver._bundle.writer import PartIndex, _display
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError
 from jaxsaver._format.table import TableBuilder, TableError, TableReader
 from jaxsaver._format.tensors import HEADER_KEY, data_filename
-from jaxsaver._storage import LocalStore, resolve
+from jaxsaver._store import resolve
 
 __all__ = ["PartIndex", "commit_merged", "merge_bundles", "merged_index", "read_part_index"]
 
@@ -130,8 +130,8 @@ def commit_merged(store: Any, dest: str, parts: Sequence[PartIndex]) -> None:
     for source, target in renames.items():
         store.rename(source, target)
     store.write(f"{dest}.index", index)
-    if isinstance(store, LocalStore):
-        store.fsync_dir(store.dirname(dest))
+    if store.capabilities.directory_sync:
+        store.sync_dir(store.dirname(dest))
 
 
 def merge_bundles(

@@ -34,7 +34,7 @@ from jaxsaver._format.slices import (
 )
 from jaxsaver._format.table import TableError, TableReader
 from jaxsaver._format.tensors import HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
-from jaxsaver._storage import LocalStore, Store, resolve
+from jaxsaver._store import PositionalFile, Store, resolve
 
 __all__ = ["BundleReader", "TensorInfo"]
 
@@ -68,7 +68,7 @@ class BundleReader:
     def __init__(self, prefix: Any, *, storage: Any = None) -> None:
         self._store, self._prefix = resolve(prefix, storage)
         self._index_key = f"{self._prefix}.index"
-        self._fds: dict[int, int] = {}
+        self._files: dict[int, PositionalFile] = {}
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -134,13 +134,11 @@ class BundleReader:
 
     def close(self) -> None:
         """Closes the data files kept open for reading."""
-        import os
-
         with self._lock:
             pool, self._pool = self._pool, None
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
             self._closed = True
         if pool is not None:
             pool.shutdown(wait=True)
@@ -318,42 +316,39 @@ class BundleReader:
             self._sizes[shard_id] = size
         return size
 
-    def _local_fd(self, shard_id: int) -> int:
-        """The kept-open descriptor of a local data file."""
-        import os
-
+    def _data_file(self, shard_id: int) -> PositionalFile:
+        """The kept-open data file (stores with ``positional_reads``)."""
         with self._lock:
             if self._closed:
                 raise InvalidArgumentError(f"reader for {self._url(self._prefix)} is closed")
-            fd = self._fds.get(shard_id)
-            if fd is None:
+            file = self._files.get(shard_id)
+            if file is None:
                 key = self._data_key(shard_id)
                 try:
-                    fd = os.open(key, os.O_RDONLY)
-                except FileNotFoundError:
-                    raise CheckpointNotFoundError(f"{key}: data file is missing") from None
-                self._fds[shard_id] = fd
-            return fd
+                    file = self._store.open_positional(key)
+                except CheckpointNotFoundError:
+                    raise CheckpointNotFoundError(f"{self._url(key)}: data file is missing") from None
+                self._files[shard_id] = file
+            return file
 
-    def local_data(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> tuple[int, str]:
-        """``(descriptor, path)`` of a local entry's data file, its extent checked against the file.
+    def positional_data(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> PositionalFile:
+        """The kept-open data file of an entry, its extent checked against the file.
 
-        For readers that scatter one stored entry straight into several buffers (``preadv``);
-        the descriptor stays owned by this reader.
+        For readers that scatter one stored entry straight into several buffers (``readv``), on
+        stores with ``capabilities.positional_reads``; the file stays owned by this reader.
         """
-        if not isinstance(self._store, LocalStore):
-            raise InvalidArgumentError(f"{self._url(self._prefix)} is not on local disk")
+        if not self._store.capabilities.positional_reads:
+            raise InvalidArgumentError(f"{self._url(self._prefix)}: the store has no positional reads")
         self._check_extent(name, entry)
-        return self._local_fd(entry.shard_id), self._data_key(entry.shard_id)
+        return self._data_file(entry.shard_id)
 
     def _read_into(self, shard_id: int, offset: int, out: memoryview) -> None:
         if not out.nbytes:
             return
-        key = self._data_key(shard_id)
-        if isinstance(self._store, LocalStore):
-            self._store.read_into_fd(self._local_fd(shard_id), key, offset, out)
+        if self._store.capabilities.positional_reads:
+            self._data_file(shard_id).read_into(offset, out)
         else:
-            self._store.read_into(key, offset, out)
+            self._store.read_into(self._data_key(shard_id), offset, out)
 
     def _check_extent(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> None:
         if entry.shard_id < 0 or entry.shard_id >= self.num_shards:

@@ -24,7 +24,7 @@ from jaxsaver._format.slices import (
 )
 from jaxsaver._format.table import TableBuilder
 from jaxsaver._format.tensors import HEADER_KEY, data_filename, encode_strings, make_header
-from jaxsaver._storage import LocalStore, resolve
+from jaxsaver._store import resolve
 
 __all__ = ["BundleWriter", "PartIndex", "encode_name"]
 
@@ -91,7 +91,7 @@ class BundleWriter:
 
     Args:
         prefix: the checkpoint prefix (local path or URL).
-        storage: optional storage override (see :func:`jaxsaver._storage.resolve`).
+        storage: optional storage override (see :func:`jaxsaver._store.resolve`).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -272,8 +272,8 @@ class BundleWriter:
             self._data.abort()
             self._store.delete(self._data_key)
             raise
-        if write_index and isinstance(self._store, LocalStore):
-            self._store.fsync_dir(self._store.dirname(self._prefix))
+        if write_index and self._store.capabilities.directory_sync:
+            self._store.sync_dir(self._store.dirname(self._prefix))
         return part
 
 
