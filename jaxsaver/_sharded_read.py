@@ -20,9 +20,10 @@ import numpy as np
 
 from jaxsaver._proto import types_pb2
 from jaxsaver._bundle.reader import BundleReader
-from jaxsaver._bundle.writer import encode_name
 from jaxsaver._errors import DataLossError, InvalidArgumentError
 from jaxsaver._format.crc import mask
+from jaxsaver._format.names import encode_name
+from jaxsaver._format.tensors import CHUNK_BYTES
 from jaxsaver._format.slices import Extent, encode_slice_key, resolve_extents, slice_from_proto
 from jaxsaver._sharding import SliceRead, plan_reads, scatter_runs
 
@@ -32,8 +33,6 @@ __all__ = ["BlockReads", "aligned_empty"]
 _IOV_MAX = 1024
 # Below this average run size a whole read plus numpy copies beats a scatter list.
 _MIN_SCATTER_RUN = 4096
-# Resharded stored slices with shorter runs are read in row chunks of about this size.
-_CHUNK_BYTES = 4 << 20
 # Block buffers start on this boundary: XLA's CPU client then adopts a numpy buffer as the
 # device buffer without copying it (``jax.device_put`` is zero-copy for 64-byte-aligned arrays),
 # and page alignment keeps every preadv target page-aligned.
@@ -142,7 +141,7 @@ class BlockReads:
                 f"{self.reader.store.url(self.reader.prefix)}: tensor {self.name!r}: stored slice has "
                 f"{entry.size} bytes, expected {rows * row_bytes}"
             )
-        step = max(1, _CHUNK_BYTES // max(row_bytes, 1))
+        step = max(1, CHUNK_BYTES // max(row_bytes, 1))
         buffer = aligned_empty((min(step, rows) * row_bytes,), np.uint8)
         file = self.reader.positional_data(info.name, entry)
         path = self.reader.store.url(file.key)

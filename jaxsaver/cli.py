@@ -264,8 +264,7 @@ def _cmd_tree(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from jaxsaver._bundle.writer import format_extents
-    from jaxsaver._format.slices import SliceError, encode_slice_key, slice_from_proto
+    from jaxsaver._format.slices import SliceError, encode_slice_key, format_extents, slice_from_proto
     from jaxsaver.reader import load_checkpoint
 
     with load_checkpoint(args.path) as reader:

@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from jaxsaver._proto import tensor_bundle_pb2, types_pb2
-from jaxsaver._bundle.layout import covering_pieces, piece_indices, plan_part
+from jaxsaver._bundle.layout import check_stored_slices, covering_pieces, piece_indices, plan_part
 from jaxsaver._bundle.metadata import TensorInfo as TensorInfo
 from jaxsaver._bundle.metadata import decode_key, decode_keys, drop_hidden, hidden_keys, scan_entries, shape_problem
-from jaxsaver._bundle.writer import _display, _extents_of, encode_name, format_extents
 from jaxsaver._errors import (
     CheckpointNotFoundError,
     DataLossError,
@@ -23,23 +22,23 @@ from jaxsaver._errors import (
 )
 from jaxsaver._format import dtypes
 from jaxsaver._format.crc import extend, mask
+from jaxsaver._format.names import display_key, encode_name
 from jaxsaver._format.slices import (
     Extent,
     SliceError,
     encode_slice_key,
-    intersect,
+    extents_of,
+    format_extents,
     resolve_extents,
     slice_from_index,
     slice_from_proto,
 )
 from jaxsaver._format.table import TableError, TableReader
-from jaxsaver._format.tensors import HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
+from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
 from jaxsaver._store import PositionalFile, Store, resolve
 
 __all__ = ["BundleReader", "TensorInfo"]
 
-# Whole-tensor reads go in pieces of this size, each checksummed while it is in the CPU cache.
-_CHUNK_BYTES = 4 << 20
 _READ_AHEAD_THREADS = 8
 _READ_AHEAD_CHUNKS = 1
 
@@ -178,11 +177,11 @@ class BundleReader:
             entry.ParseFromString(value)
         except Exception:
             raise DataLossError(
-                f"{self._url(self._index_key)}: corrupt entry for {_display(key)!r}"
+                f"{self._url(self._index_key)}: corrupt entry for {display_key(key)!r}"
             ) from None
         problem = shape_problem(tuple(d.size for d in entry.shape.dim))
         if problem is not None:
-            raise DataLossError(f"{self._url(self._index_key)}: entry {_display(key)!r} {problem}")
+            raise DataLossError(f"{self._url(self._index_key)}: entry {display_key(key)!r} {problem}")
         return entry
 
     def _cached_or_parsed(self, key: bytes, value: bytes) -> tensor_bundle_pb2.BundleEntryProto:
@@ -270,7 +269,7 @@ class BundleReader:
         key = encode_name(name)
         entry = self._entry(key) if key != HEADER_KEY else None
         if entry is None:
-            raise NotFoundError(f"Key {_display(key)} not found in checkpoint")
+            raise NotFoundError(f"Key {display_key(key)} not found in checkpoint")
         return TensorInfo(decode_key(key), entry)
 
     def dtype(self, name: str | bytes) -> np.dtype:
@@ -405,10 +404,10 @@ class BundleReader:
         # cache still), the next is already being read by a helper thread: the read releases the
         # GIL, so disk and checksum overlap.
         flat = out.reshape(-1).view(np.uint8)
-        chunks = [flat[start : start + _CHUNK_BYTES] for start in range(0, flat.nbytes, _CHUNK_BYTES)]
+        chunks = [flat[start : start + CHUNK_BYTES] for start in range(0, flat.nbytes, CHUNK_BYTES)]
 
         def read(k: int) -> None:
-            self._read_into(entry.shard_id, entry.offset + k * _CHUNK_BYTES, memoryview(chunks[k]))
+            self._read_into(entry.shard_id, entry.offset + k * CHUNK_BYTES, memoryview(chunks[k]))
 
         running = 0
         if len(chunks) <= 1:
@@ -474,12 +473,12 @@ class BundleReader:
     def _resolve_request(self, info: TensorInfo, spec: Any) -> tuple[tuple[Extent, ...], tuple[int, ...]]:
         try:
             if isinstance(spec, str):
-                extents = _extents_of(info.shape, spec)
+                extents = extents_of(info.shape, spec)
                 squeeze: tuple[int, ...] = ()
             elif isinstance(spec, tuple) and spec and all(
                 isinstance(e, tuple) and len(e) == 2 for e in spec
             ) and len(spec) == len(info.shape):
-                extents, squeeze = _extents_of(info.shape, spec), ()
+                extents, squeeze = extents_of(info.shape, spec), ()
             else:
                 extents, squeeze = slice_from_index(info.shape, spec)
         except SliceError as err:
@@ -531,31 +530,10 @@ class BundleReader:
 
     def _assemble(self, info: TensorInfo, dtype: np.dtype, request: tuple[Extent, ...]) -> np.ndarray:
         key = encode_name(info.name)
-        stored = []
-        for proto in info.entry.slices:
-            try:
-                extents = slice_from_proto(proto)
-            except SliceError as err:
-                raise DataLossError(f"{self._url(self._index_key)}: tensor {info.name!r}: {err}") from None
-            if len(extents) != len(info.shape):
-                raise DataLossError(
-                    f"{self._url(self._index_key)}: tensor {info.name!r}: stored slice of rank "
-                    f"{len(extents)} for a tensor of rank {len(info.shape)}"
-                )
-            resolved = resolve_extents(info.shape, extents)
-            if any(s + n > d for (s, n), d in zip(resolved, info.shape)):
-                raise DataLossError(
-                    f"{self._url(self._index_key)}: tensor {info.name!r}: stored slice "
-                    f"{format_extents(extents)} exceeds shape {info.shape}"
-                )
-            stored.append((extents, resolved))
-        for i, (_, a) in enumerate(stored):
-            for _, b in stored[i + 1 :]:
-                if intersect(info.shape, a, b) is not None:
-                    raise DataLossError(
-                        f"{self._url(self._index_key)}: tensor {info.name!r}: Overlapping slices "
-                        f"{format_extents(a)} and {format_extents(b)}"
-                    )
+        try:
+            stored = check_stored_slices(info.shape, info.entry.slices)
+        except SliceError as err:
+            raise DataLossError(f"{self._url(self._index_key)}: tensor {info.name!r}: {err}") from None
         pieces, complete = covering_pieces(info.shape, stored, request)
         if not complete:
             raise InvalidArgumentError(

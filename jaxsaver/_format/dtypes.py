@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxsaver._proto import types_pb2
 
-__all__ = ["to_numpy", "from_numpy", "name_of", "is_string", "UnsupportedDtype"]
+__all__ = ["to_numpy", "from_numpy", "name_of", "tf_name", "is_string", "UnsupportedDtype"]
 
 
 class UnsupportedDtype(ValueError):
@@ -95,6 +95,26 @@ def name_of(code: int) -> str:
         return types_pb2.DataType.Name(code)
     except ValueError:
         return f"DT_INVALID({code})"
+
+
+# TensorFlow's ``DType.name`` is the enum name in lower case, but for these three.
+_TF_NAME_EXCEPTIONS = {"DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_HALF": "float16"}
+
+
+def tf_name(code: int) -> str:
+    """TensorFlow's ``DType.name`` of a code (``dtype<n>`` for unknown codes).
+
+    Example:
+        >>> tf_name(1), tf_name(19), tf_name(14), tf_name(7), tf_name(999)
+        ('float32', 'float16', 'bfloat16', 'string', 'dtype999')
+    """
+    try:
+        enum = types_pb2.DataType.Name(code)
+    except ValueError:
+        return f"dtype{code}"
+    if code == 0 or enum.endswith("_REF"):
+        return f"dtype{code}"
+    return _TF_NAME_EXCEPTIONS.get(enum, enum[len("DT_"):].lower())
 
 
 def to_numpy(code: int) -> np.dtype:

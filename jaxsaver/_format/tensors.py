@@ -12,6 +12,7 @@ from jaxsaver._format.crc import extend, mask, unmask
 from jaxsaver._format.varint import VarintError, decode_varint, encode_varint
 
 __all__ = [
+    "CHUNK_BYTES",
     "HEADER_KEY",
     "data_filename",
     "make_header",
@@ -22,6 +23,9 @@ __all__ = [
 ]
 
 HEADER_KEY = b""
+#: Tensor data is written, read and checksummed in pieces of this size (each piece is CRC-checked
+#: while it is still in the CPU cache; resharded slices are read in row chunks of about this size).
+CHUNK_BYTES = 4 << 20
 
 
 class TensorError(ValueError):
