@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver._errors import CheckpointNotFoundError, DataLossError, JaxsaverError, NotFoundError, UnimplementedError
+from jaxsaver._errors import (
+    CheckpointNotFoundError,
+    DataLossError,
+    InvalidArgumentError,
+    JaxsaverError,
+    NotFoundError,
+    UnimplementedError,
+)
 
 __all__ = ["main"]
 
@@ -37,10 +44,6 @@ _USAGE = (
 )
 
 
-class _UsageError(Exception):
-    """A command-line mistake found after parsing (printed with the subcommand's name)."""
-
-
 def _parse_bool(text: str) -> bool:
     """absl's boolean flag syntax (what TF's tool uses for ``--printoptions`` booleans)."""
     lowered = text.lower()
@@ -48,7 +51,7 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered in ("false", "f", "0"):
         return False
-    raise ValueError(f"Non-boolean argument to boolean flag: {text}")
+    raise InvalidArgumentError(f"Non-boolean argument to boolean flag: {text}")
 
 
 def _flag_bool(text: str) -> bool:

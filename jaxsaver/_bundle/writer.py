@@ -24,7 +24,7 @@ from jaxsaver._format.slices import (
 )
 from jaxsaver._format.table import TableBuilder
 from jaxsaver._format.names import display_key, encode_name
-from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, data_filename, encode_strings, make_header
+from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, TensorError, data_filename, encode_strings, make_header
 from jaxsaver._store import resolve
 
 __all__ = ["BundleWriter", "PartIndex"]
@@ -130,7 +130,7 @@ class BundleWriter:
         if code == dtypes.types_pb2.DT_STRING:
             try:
                 chunks, crc, size = encode_strings(array)
-            except TypeError as err:
+            except TensorError as err:
                 self.abort()
                 raise InvalidArgumentError(f"tensor {display_key(key)!r}: {err}") from None
             for chunk in chunks:

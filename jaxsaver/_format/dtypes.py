@@ -12,11 +12,12 @@ import threading
 import numpy as np
 
 from jaxsaver._proto import types_pb2
+from jaxsaver._errors import InvalidArgumentError
 
 __all__ = ["to_numpy", "from_numpy", "name_of", "tf_name", "is_string", "UnsupportedDtype"]
 
 
-class UnsupportedDtype(ValueError):
+class UnsupportedDtype(InvalidArgumentError):
     """A DataType with no numpy equivalent (resource, variant, quantized-only, invalid)."""
 
 

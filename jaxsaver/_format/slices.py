@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxsaver._proto import tensor_slice_pb2
+from jaxsaver._errors import InvalidArgumentError
 
 __all__ = [
     "Extent",
@@ -42,7 +43,7 @@ Extent = tuple[int, int]
 _DECIMAL = re.compile(r"[0-9]+")
 
 
-class SliceError(ValueError):
+class SliceError(InvalidArgumentError):
     """A slice spec or index that is malformed or out of bounds."""
 
 
@@ -77,12 +78,9 @@ def parse_slice_spec(spec: str) -> tuple[tuple[int, ...] | None, tuple[Extent, .
             extents.append((0, -1))
             continue
         parts = item.split(",")
-        try:
-            if len(parts) != 2 or not all(_DECIMAL.fullmatch(p) for p in parts):
-                raise ValueError
-            start, length = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise SliceError(f"slice spec {spec!r}: bad extent {item!r}") from None
+        if len(parts) != 2 or not all(_DECIMAL.fullmatch(p) for p in parts):
+            raise SliceError(f"slice spec {spec!r}: bad extent {item!r}")
+        start, length = int(parts[0]), int(parts[1])
         if length == 0:
             raise SliceError(f"slice spec {spec!r}: extent {item!r} must have a positive length")
         if start + length > dim:

@@ -10,6 +10,7 @@ import numpy as np
 from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._format.crc import extend, mask, unmask
 from jaxsaver._format.varint import VarintError, decode_varint, encode_varint
+from jaxsaver._errors import InvalidArgumentError
 
 __all__ = [
     "CHUNK_BYTES",
@@ -28,7 +29,7 @@ HEADER_KEY = b""
 CHUNK_BYTES = 4 << 20
 
 
-class TensorError(ValueError):
+class TensorError(InvalidArgumentError):
     """Stored tensor bytes that do not decode (bad lengths, checksum)."""
 
 
@@ -62,7 +63,7 @@ def _as_bytes(item: object) -> bytes:
         return item.encode("utf-8")
     if isinstance(item, (bytearray, memoryview, np.bytes_)):
         return bytes(item)
-    raise TypeError(f"string tensors hold bytes or str, got {type(item).__name__}")
+    raise TensorError(f"string tensors hold bytes or str, got {type(item).__name__}")
 
 
 def encode_strings(array: np.ndarray) -> tuple[list[bytes], int, int]:
