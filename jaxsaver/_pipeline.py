@@ -125,7 +125,7 @@ def make_parent(location: Location) -> None:
 def _parent_missing(location: Location) -> bool:
     """Whether a failed save failed because its parent directory cannot be made or used."""
     store = location.store
-    return store.capabilities.atomic_rename and not store.isdir(store.dirname(location.key) or ".")
+    return store.capabilities.directories and not store.isdir(store.dirname(location.key) or ".")
 
 
 def _checkpoints_in(store: Store, directory: str) -> list[str]:
@@ -212,7 +212,7 @@ def plan_save(
     """Plans one save: the entries, their grouping into parts, and the parts' names."""
     writes = plan_writes([s.name for s in saveables], host_values, sharded=sharded)
     groups = group_by_device(writes)
-    cap = getattr(location.store, "max_object_bytes", None)
+    cap = location.store.capabilities.max_object_bytes
     if sharded and cap:
         sizes = [write_nbytes(w, host_values) for _, group in groups for w in group]
         groups = split_groups(groups, sizes, cap)

@@ -4,7 +4,8 @@ Every stored slice (or unsliced tensor) that some target block needs is read at 
 
 * a stored slice that equals a target block is read into that block's buffer (CRC-checked);
 * a stored slice wholly used by several blocks (resharding) is read, on stores with positional
-  reads, with one ranged ``readv`` (``preadv`` on local disk) scattered directly into the blocks, and its CRC checked over the pieces in file order;
+  reads, with one ranged ``readv`` (``preadv`` on local disk) scattered directly into the
+  blocks, and its CRC checked over the pieces in file order;
 * a stored slice only partly needed reads just the bytes it contributes (``get_slice``).
 
 Blocks are filled by independent tasks (one per stored slice) that write disjoint regions, so
