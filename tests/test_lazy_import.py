@@ -20,7 +20,7 @@ _PROBE = """
 import contextlib, io, json, sys
 import jaxsaver
 from jaxsaver.cli import main
-checks = {"import": "jax" in sys.modules}
+checks = {"import": "jax" in sys.modules, "pytest": "pytest" in sys.modules}
 ckpt_dir, first, second = sys.argv[1:4]
 with jaxsaver.CheckpointReader(second) as reader:
     checks["reader_keys"] = sorted(reader.get_variable_to_shape_map())
@@ -63,6 +63,7 @@ def test_reading_tools_never_import_jax(checkpoints, tmp_path):
     assert done.returncode == 0, done.stderr
     checks = json.loads(done.stdout.strip().splitlines()[-1])
     assert checks["import"] is False
+    assert checks["pytest"] is False  # only jaxsaver.testing imports pytest
     assert checks["reader_keys"] == ["params/b", "params/h", "params/w"]
     assert checks["reader_value"] == [0, 1, 2]
     # inspect, ls, tree, verify succeed; diff finds the changed tensor (exit 1)
