@@ -44,7 +44,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jaxsaver import BundleReader, BundleWriter  # noqa: E402
-from jaxsaver._storage import LocalStore  # noqa: E402
+from jaxsaver._store.local import LOCAL  # noqa: E402
+from jaxsaver.testing import CountingStore  # noqa: E402
 
 MIB = 1 << 20
 
@@ -199,25 +200,9 @@ class Bench:
 # --------------------------------------------------------------------------- bytes touched
 
 
-class CountingStore(LocalStore):
-    """A LocalStore that counts the bytes its reads return (index and data)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bytes_read = 0
-        self.calls: list[tuple[str, int]] = []
-
-    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
-        data = super().read(key, offset, size)
-        self.bytes_read += len(data)
-        self.calls.append((os.path.basename(key), len(data)))
-        return data
-
-    def read_into_fd(self, fd: int, key: str, offset: int, out: memoryview) -> None:
-        super().read_into_fd(fd, key, offset, out)
-        n = memoryview(out).nbytes
-        self.bytes_read += n
-        self.calls.append((os.path.basename(key), n))
+def _counting_store() -> CountingStore:
+    """Local disk wrapped to count the bytes its reads return (index and data)."""
+    return CountingStore(LOCAL)
 
 
 def measure_bytes_touched(arrays: dict[str, np.ndarray], workdir: str) -> dict[str, Any]:
@@ -227,7 +212,7 @@ def measure_bytes_touched(arrays: dict[str, np.ndarray], workdir: str) -> dict[s
         for name, array in arrays.items():
             writer.add(name, array)
         writer.add("probe_4mib", probe)
-    store = CountingStore()
+    store = _counting_store()
     with BundleReader(prefix, storage=store) as reader:
         value = reader.get_tensor("probe_4mib")
     assert np.array_equal(value, probe)
@@ -240,9 +225,9 @@ def measure_bytes_touched(arrays: dict[str, np.ndarray], workdir: str) -> dict[s
         "bundle_data_bytes": data_size,
         "tensor_bytes": probe.nbytes,
         "index_bytes": index_size,
-        "bytes_read": store.bytes_read,
+        "bytes_read": sum(store.bytes_read.values()),
         "expected": probe.nbytes + index_size,
-        "calls": store.calls,
+        "calls": sorted((os.path.basename(k), n) for k, n in store.bytes_read.items()),
     }
 
 

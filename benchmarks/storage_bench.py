@@ -5,7 +5,7 @@ Writes and reads the same arrays (default 256 MiB of float32 in 16 arrays) throu
 
 * ``raw disk``: ``ndarray.tofile`` of every array into one file + ``os.fsync``; ``readinto`` back
   (the reference: ratio 1.00);
-* ``local``: a directory on local disk (``jaxsaver._storage.LocalStore``, direct OS I/O);
+* ``local``: a directory on local disk (``jaxsaver._store.local.LocalStore``, direct OS I/O);
 * ``memory://``: tensorstore's memory kvstore (no I/O: the cost of the layer and its copies);
 * ``s3:// (moto)``: tensorstore's S3 driver against moto's S3 server on 127.0.0.1 (a Python
   server in this process: it measures the protocol path, not S3).
@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from jaxsaver._bundle.reader import BundleReader  # noqa: E402
 from jaxsaver._bundle.writer import BundleWriter  # noqa: E402
-from jaxsaver._storage import resolve  # noqa: E402
+from jaxsaver._store import resolve  # noqa: E402
 
 MIB = 1 << 20
 BEST = True  # best-of-reps: this machine is shared and noisy; --median for medians

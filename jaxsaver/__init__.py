@@ -1,4 +1,11 @@
-"""jaxsaver: TensorFlow's Saver for JAX pytrees, writing TensorFlow V2 checkpoints."""
+"""jaxsaver: TensorFlow's Saver for JAX pytrees, writing TensorFlow V2 checkpoints.
+
+The flat public API. Names whose modules need JAX (``Saver``, ``SaverBuilder``, ``Saveable``,
+...) load on first use (module ``__getattr__``), so ``import jaxsaver`` and every reading tool
+(``CheckpointReader``, ``BundleReader``, the ``jaxsaver`` command) run without importing JAX.
+"""
+
+from typing import Any as _Any
 
 from jaxsaver._bundle.merge import merge_bundles as merge_bundles
 from jaxsaver._bundle.reader import BundleReader as BundleReader
@@ -17,10 +24,6 @@ from jaxsaver._errors import PermissionDeniedError as PermissionDeniedError
 from jaxsaver._errors import StorageError as StorageError
 from jaxsaver._errors import UnimplementedError as UnimplementedError
 from jaxsaver._options import SaverOptions as SaverOptions
-from jaxsaver.builder import FilenamePlaceholder as FilenamePlaceholder
-from jaxsaver.builder import SaverBuilder as SaverBuilder
-from jaxsaver.builder import SaverGraph as SaverGraph
-from jaxsaver.builder import sharded_filename as sharded_filename
 from jaxsaver.checkpoint_management import checkpoint_exists as checkpoint_exists
 from jaxsaver.checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
 from jaxsaver.checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
@@ -29,10 +32,6 @@ from jaxsaver.checkpoint_management import latest_checkpoint as latest_checkpoin
 from jaxsaver.checkpoint_management import meta_graph_filename as meta_graph_filename
 from jaxsaver.checkpoint_management import remove_checkpoint as remove_checkpoint
 from jaxsaver.checkpoint_management import update_checkpoint_state as update_checkpoint_state
-from jaxsaver.saveables import LeafKind as LeafKind
-from jaxsaver.saveables import Saveable as Saveable
-from jaxsaver.saveables import SaveSpec as SaveSpec
-from jaxsaver.saveables import saveables_from_pytree as saveables_from_pytree
 from jaxsaver.reader import CheckpointReader as CheckpointReader
 from jaxsaver.reader import DType as DType
 from jaxsaver.reader import diff as diff
@@ -40,11 +39,40 @@ from jaxsaver.reader import list_variables as list_variables
 from jaxsaver.reader import load_checkpoint as load_checkpoint
 from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
-from jaxsaver.saver import Saver as Saver
-from jaxsaver.saver import restore_as_numpy as restore_as_numpy
-from jaxsaver.manager import CheckpointManager as CheckpointManager, CheckpointManagerOptions as CheckpointManagerOptions
 
 __version__ = "0.1.0"
+
+# Names that import JAX, loaded on first access: one line per name, ``"name": "module",``.
+_LAZY = {
+    "FilenamePlaceholder": "jaxsaver.builder",
+    "SaverBuilder": "jaxsaver.builder",
+    "SaverGraph": "jaxsaver.builder",
+    "sharded_filename": "jaxsaver.builder",
+    "LeafKind": "jaxsaver.saveables",
+    "Saveable": "jaxsaver.saveables",
+    "SaveSpec": "jaxsaver.saveables",
+    "saveables_from_pytree": "jaxsaver.saveables",
+    "Saver": "jaxsaver.saver",
+    "restore_as_numpy": "jaxsaver.saver",
+    "CheckpointManager": "jaxsaver.manager",
+    "CheckpointManagerOptions": "jaxsaver.manager",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxsaver' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 from jaxsaver.inspect import register_notebook_displays as _register_notebook_displays  # noqa: E402
 

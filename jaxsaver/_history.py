@@ -28,7 +28,7 @@ from typing import Any
 
 from jaxsaver._errors import DataLossError, InvalidArgumentError
 from jaxsaver._retention import CheckpointInfo, ManagerPolicy
-from jaxsaver._storage import LOCAL, Store, resolve
+from jaxsaver._store import Store, resolve
 from jaxsaver.checkpoint_management import get_checkpoint_state
 
 __all__ = [
@@ -241,7 +241,8 @@ class DirectoryView:
 
 
 def _normalize(store: Store, key: str) -> str:
-    return os.path.abspath(key) if store is LOCAL else posixpath.normpath(key)
+    # Stores with directories take OS paths (possibly relative); object stores take plain keys.
+    return os.path.abspath(key) if store.capabilities.directories else posixpath.normpath(key)
 
 
 def _files_in(store: Store, directory_key: str) -> list[str]:

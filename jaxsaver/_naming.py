@@ -119,11 +119,11 @@ def select_by_identity(tree: Any, elements: Sequence[Any]) -> list[tuple[str, tu
 
 
 def check_unique(entries: Sequence[tuple[str, tuple, Any]]) -> None:
-    """Raises ValueError if two entries share a name."""
+    """Raises ``InvalidArgumentError`` (a ``ValueError``, TF's text) if two entries share a name."""
     seen: dict[str, tuple] = {}
     for name, path, _ in entries:
         if name in seen:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"At least two variables have the same name: {name} "
                 f"(key paths {jax.tree_util.keystr(seen[name])} and {jax.tree_util.keystr(path)})"
             )

@@ -36,7 +36,7 @@ from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotA
 from jaxsaver._format.tensors import data_filename
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
 from jaxsaver._snapshot import Snapshot, write_nbytes
-from jaxsaver._storage import Store, resolve
+from jaxsaver._store import Store, resolve
 from jaxsaver.saveables import LeafKind, Saveable
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def make_parent(location: Location) -> None:
 def _parent_missing(location: Location) -> bool:
     """Whether a failed save failed because its parent directory cannot be made or used."""
     store = location.store
-    return store.atomic_rename and not store.isdir(store.dirname(location.key) or ".")
+    return store.capabilities.directories and not store.isdir(store.dirname(location.key) or ".")
 
 
 def _checkpoints_in(store: Store, directory: str) -> list[str]:
@@ -164,7 +164,7 @@ class SavePlan:
     @property
     def temp_dir(self) -> str | None:
         """The directory holding the parts of a sharded save on a renaming store."""
-        if self.sharded and self.location.store.atomic_rename:
+        if self.sharded and self.location.store.capabilities.atomic_rename:
             return f"{self.location.key}_temp"
         return None
 
@@ -193,11 +193,11 @@ def part_names(
 ) -> tuple[tuple[str, ...], tuple[str | None, ...]]:
     """The parts' prefixes and data keys of a sharded save to ``location`` (computed once)."""
     store, prefix = location.store, location.key
-    temp = f"{prefix}_temp/part" if store.atomic_rename else f"{prefix}.part"
+    temp = f"{prefix}_temp/part" if store.capabilities.atomic_rename else f"{prefix}.part"
     parts = tuple(sharded_filename(temp, k, num_parts) for k in range(num_parts))
     # Object stores cannot rename: each part's data object is written at its final merged name,
     # so the commit only writes the index (part k's data is shard k of n).
-    data_keys = tuple(None if store.atomic_rename else data_filename(prefix, k, num_parts) for k in range(num_parts))
+    data_keys = tuple(None if store.capabilities.atomic_rename else data_filename(prefix, k, num_parts) for k in range(num_parts))
     return parts, data_keys
 
 
@@ -212,7 +212,7 @@ def plan_save(
     """Plans one save: the entries, their grouping into parts, and the parts' names."""
     writes = plan_writes([s.name for s in saveables], host_values, sharded=sharded)
     groups = group_by_device(writes)
-    cap = getattr(location.store, "max_object_bytes", None)
+    cap = location.store.capabilities.max_object_bytes
     if sharded and cap:
         sizes = [write_nbytes(w, host_values) for _, group in groups for w in group]
         groups = split_groups(groups, sizes, cap)

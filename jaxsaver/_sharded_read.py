@@ -3,8 +3,9 @@
 Every stored slice (or unsliced tensor) that some target block needs is read at most once:
 
 * a stored slice that equals a target block is read into that block's buffer (CRC-checked);
-* a stored slice wholly used by several blocks (resharding) is read with one ranged ``preadv``
-  scattered directly into the blocks, and its CRC checked over the pieces in file order;
+* a stored slice wholly used by several blocks (resharding) is read, on stores with positional
+  reads, with one ranged ``readv`` (``preadv`` on local disk) scattered directly into the
+  blocks, and its CRC checked over the pieces in file order;
 * a stored slice only partly needed reads just the bytes it contributes (``get_slice``).
 
 Blocks are filled by independent tasks (one per stored slice) that write disjoint regions, so
@@ -13,7 +14,6 @@ they can run concurrently.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,12 +21,12 @@ import numpy as np
 
 from jaxsaver._proto import types_pb2
 from jaxsaver._bundle.reader import BundleReader
-from jaxsaver._bundle.writer import encode_name
 from jaxsaver._errors import DataLossError, InvalidArgumentError
 from jaxsaver._format.crc import mask
+from jaxsaver._format.names import encode_name
+from jaxsaver._format.tensors import CHUNK_BYTES
 from jaxsaver._format.slices import Extent, encode_slice_key, resolve_extents, slice_from_proto
 from jaxsaver._sharding import SliceRead, plan_reads, scatter_runs
-from jaxsaver._storage import LocalStore
 
 __all__ = ["BlockReads", "aligned_empty"]
 
@@ -34,10 +34,6 @@ __all__ = ["BlockReads", "aligned_empty"]
 _IOV_MAX = 1024
 # Below this average run size a whole read plus numpy copies beats a scatter list.
 _MIN_SCATTER_RUN = 4096
-# Resharded stored slices with shorter runs are read in row chunks of about this size.
-_CHUNK_BYTES = 4 << 20
-# Module-level so that tests can count the bytes scattered reads take.
-_preadv = os.preadv
 # Block buffers start on this boundary: XLA's CPU client then adopts a numpy buffer as the
 # device buffer without copying it (``jax.device_put`` is zero-copy for 64-byte-aligned arrays),
 # and page alignment keeps every preadv target page-aligned.
@@ -92,7 +88,7 @@ class BlockReads:
             raise InvalidArgumentError(str(err)) from None
         self._key = encode_name(name)
         self._fast = (
-            isinstance(reader.store, LocalStore)
+            reader.store.capabilities.positional_reads
             and not reader.big_endian
             and info.dtype_code != types_pb2.DT_STRING
             and self.dtype.kind != "O"
@@ -146,16 +142,16 @@ class BlockReads:
                 f"{self.reader.store.url(self.reader.prefix)}: tensor {self.name!r}: stored slice has "
                 f"{entry.size} bytes, expected {rows * row_bytes}"
             )
-        step = max(1, _CHUNK_BYTES // max(row_bytes, 1))
+        step = max(1, CHUNK_BYTES // max(row_bytes, 1))
         buffer = aligned_empty((min(step, rows) * row_bytes,), np.uint8)
-        fd, path = self.reader.local_data(info.name, entry)
-        read_into_fd = self.reader.store.read_into_fd
+        file = self.reader.positional_data(info.name, entry)
+        path = self.reader.store.url(file.key)
         crc = 0
         first = stored[0][0]
         for r0 in range(0, rows, step):
             r1 = min(rows, r0 + step)
             chunk = buffer[: (r1 - r0) * row_bytes]
-            read_into_fd(fd, path, entry.offset + r0 * row_bytes, memoryview(chunk))
+            file.read_into(entry.offset + r0 * row_bytes, memoryview(chunk))
             crc = extend(crc, chunk)
             values = chunk.view(self.dtype).reshape((r1 - r0, *inner))
             lo, hi = first + r0, first + r1
@@ -185,26 +181,26 @@ class BlockReads:
                 f"{self.reader.store.url(self.reader.prefix)}: tensor {self.name!r}: stored slice has "
                 f"{entry.size} bytes, expected {int(lengths.sum())}"
             )
-        fd, path = self.reader.local_data(info.name, entry)
+        file = self.reader.positional_data(info.name, entry)
+        path = self.reader.store.url(file.key)
         flats = [out.reshape(-1).view(np.uint8) for out in self.outs]
         views = [memoryview(f) for f in flats]
         pieces = [
             views[b][o : o + n]
             for b, o, n in zip(block_ids.tolist(), block_offs.tolist(), lengths.tolist())
         ]
-        read_into_fd = self.reader.store.read_into_fd
         position = entry.offset
         for start in range(0, len(pieces), _IOV_MAX):
             batch = pieces[start : start + _IOV_MAX]
             want = sum(p.nbytes for p in batch)
-            done = _preadv(fd, batch, position)
+            done = file.readv(batch, position)
             if done < want:  # short read: finish piece by piece
                 skip = done
                 for p in batch:
                     if skip >= p.nbytes:
                         skip -= p.nbytes
                         continue
-                    read_into_fd(fd, path, position + done, p[skip:])
+                    file.read_into(position + done, p[skip:])
                     done += p.nbytes - skip
                     skip = 0
             position += want

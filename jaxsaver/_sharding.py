@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxsaver._errors import InvalidArgumentError
 from jaxsaver._format.slices import Extent, intersect_resolved
 
 __all__ = [
@@ -227,7 +228,7 @@ def plan_reads(
                                    complete=used == _count(extents)))
     bad = [blocks[b] for b in range(len(blocks)) if covered[b] != _count(blocks[b])]
     if bad:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"tensor {name!r}: the stored slices do not cover target block(s) "
             + ", ".join(str(list(e)) for e in bad[:8])
             + " exactly (Does not have sufficient slices, or overlapping slices)"

@@ -3,10 +3,10 @@
 Functions keep TensorFlow's names, arguments, path rules, error wording and log messages, and
 write byte-identical state files. Path strings are handled the way TF handles them (``os.path``
 on the user's string, so ``memory://dir`` is a *relative* directory exactly as ``gs://dir`` is
-in TF); every file access goes through :mod:`jaxsaver._storage`, so local paths and
+in TF); every file access goes through :mod:`jaxsaver._store`, so local paths and
 ``memory://`` URLs both work. Each function also takes a keyword-only ``storage`` (a
-:class:`~jaxsaver._storage.Store` or a tensorstore kvstore spec), a jaxsaver extension passed on
-to :func:`~jaxsaver._storage.resolve`.
+:class:`~jaxsaver._store.Store` or a tensorstore kvstore spec), a jaxsaver extension passed on
+to :func:`~jaxsaver._store.resolve`.
 
 Example:
     >>> update_checkpoint_state("memory://doc_cm", "memory://doc_cm/model-1")
@@ -33,7 +33,7 @@ from jaxsaver._errors import (
     InvalidArgumentError,
     StorageError,
 )
-from jaxsaver._storage import Store, resolve
+from jaxsaver._store import Store, resolve
 from jaxsaver._proto.checkpoint_state_pb2 import CheckpointState
 
 __all__ = [
@@ -172,7 +172,7 @@ def update_checkpoint_state_internal(
         save_relative_paths: write absolute prefixes relative to ``save_dir``.
         all_model_checkpoint_timestamps: one epoch time per listed prefix (optional).
         last_preserved_timestamp: time of the last checkpoint kept by the hours rule (optional).
-        storage: optional store override for :func:`~jaxsaver._storage.resolve`.
+        storage: optional store override for :func:`~jaxsaver._store.resolve`.
 
     Raises:
         FailedPreconditionError: (a ``RuntimeError``) the state file's path equals the checkpoint path written into it.

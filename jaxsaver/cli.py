@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver._errors import CheckpointNotFoundError, DataLossError, JaxsaverError, NotFoundError, UnimplementedError
+from jaxsaver._errors import (
+    CheckpointNotFoundError,
+    DataLossError,
+    InvalidArgumentError,
+    JaxsaverError,
+    NotFoundError,
+    UnimplementedError,
+)
 
 __all__ = ["main"]
 
@@ -39,7 +46,7 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered in ("false", "f", "0"):
         return False
-    raise ValueError(f"Non-boolean argument to boolean flag: {text}")
+    raise InvalidArgumentError(f"Non-boolean argument to boolean flag: {text}")
 
 
 def _flag_bool(text: str) -> bool:
@@ -177,7 +184,7 @@ def _print_json(value: Any) -> None:
 
 
 def _checkpoint_files(prefix: str) -> list[str]:
-    from jaxsaver._storage import resolve
+    from jaxsaver._store import resolve
 
     store, key = resolve(prefix)
     base = store.basename(key)
@@ -194,7 +201,7 @@ def _checkpoint_files(prefix: str) -> list[str]:
 def _cmd_ls(args: argparse.Namespace) -> int:
     import datetime
 
-    from jaxsaver._storage import resolve
+    from jaxsaver._store import resolve
     from jaxsaver.checkpoint_management import get_checkpoint_state
 
     from jaxsaver._history import annotate_listing
@@ -290,8 +297,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _verify_one(path: str, *, as_json: bool) -> int:
     """Verifies one checkpoint (a prefix or a directory's latest); 1 when anything is corrupt."""
-    from jaxsaver._bundle.writer import format_extents
-    from jaxsaver._format.slices import SliceError, encode_slice_key, slice_from_proto
+    from jaxsaver._format.slices import SliceError, encode_slice_key, format_extents, slice_from_proto
     from jaxsaver.reader import load_checkpoint
 
     with load_checkpoint(path) as reader:

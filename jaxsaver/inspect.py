@@ -35,6 +35,7 @@ from jaxsaver._compare import diff_readers as diff_readers
 from jaxsaver._compare import tensor_stats as tensor_stats
 from jaxsaver._display import CSS, escape, plural, shape_text
 from jaxsaver._display import human_size as human_size
+from jaxsaver._format.names import TREE_COLLECTION as _TREE_COLLECTION
 
 __all__ = [
     "DiffResult",
@@ -55,7 +56,6 @@ __all__ = [
     "tree_text",
 ]
 
-_TREE_COLLECTION = "jaxsaver_tree"
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _KEYSTR_PART = re.compile(r"\['((?:[^'\\]|\\.)*)'\]|\[\"((?:[^\"\\]|\\.)*)\"\]|\[([^\]]*)\]|\.([^.\[]+)")
 

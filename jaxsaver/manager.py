@@ -42,7 +42,7 @@ from jaxsaver._errors import (
 )
 from jaxsaver._history import SIDECAR_SUFFIX, encode_sidecar, read_sidecar, scan, sidecar_path, step_of
 from jaxsaver._retention import BestN, CheckpointInfo, ManagerPolicy
-from jaxsaver._storage import resolve
+from jaxsaver._store import resolve
 from jaxsaver.checkpoint_management import remove_checkpoint, update_checkpoint_state_internal
 from jaxsaver.saver import Saver
 

@@ -40,7 +40,7 @@ from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._errors import CheckpointNotFoundError, NotFoundError
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._format.slices import SliceError, encode_slice_key, resolve_extents, slice_from_proto
-from jaxsaver._storage import resolve
+from jaxsaver._store import resolve
 from jaxsaver.checkpoint_management import latest_checkpoint
 from jaxsaver.typing import PathLike
 
@@ -53,17 +53,6 @@ __all__ = [
     "load_variable",
 ]
 
-_TREE_COLLECTION = "jaxsaver_tree"  # jaxsaver.saver.TREE_COLLECTION; not imported to keep JAX out
-
-# TensorFlow's ``DType.name`` for every DataType code (tensorflow/python/framework/dtypes.py).
-_TF_NAMES = {
-    1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
-    8: "complex64", 9: "int64", 10: "bool", 11: "qint8", 12: "quint8", 13: "qint32",
-    14: "bfloat16", 15: "qint16", 16: "quint16", 17: "uint16", 18: "complex128", 19: "float16",
-    20: "resource", 21: "variant", 22: "uint32", 23: "uint64", 24: "float8_e5m2",
-    25: "float8_e4m3fn", 26: "float8_e4m3fnuz", 27: "float8_e4m3b11fnuz", 28: "float8_e5m2fnuz",
-    29: "int4", 30: "uint4", 31: "int2", 32: "uint2", 33: "float4_e2m1fn",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +75,7 @@ class DType:
     @property
     def name(self) -> str:
         """TensorFlow's name: ``float32``, ``string``, ``bfloat16``…"""
-        return _TF_NAMES.get(self.as_datatype_enum, f"dtype{self.as_datatype_enum}")
+        return _dtypes.tf_name(self.as_datatype_enum)
 
     @property
     def tf_name(self) -> str:
@@ -158,7 +147,7 @@ class CheckpointReader:
     Args:
         prefix: the checkpoint prefix (``ckpt/model-3``, not ``ckpt/model-3.index``), a local
             path or URL. Use :func:`load_checkpoint` to also accept a directory.
-        storage: optional storage override (see :mod:`jaxsaver._storage`).
+        storage: optional storage override (see :mod:`jaxsaver._store`).
 
     Raises:
         CheckpointNotFoundError: no checkpoint at ``prefix`` (the message says to drop

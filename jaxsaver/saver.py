@@ -34,10 +34,11 @@ import numpy as np
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
 from jaxsaver import _pipeline
 from jaxsaver._async import BackgroundWriter, SaveHandle
-from jaxsaver._storage import resolve
+from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
+from jaxsaver._format.names import TREE_COLLECTION as TREE_COLLECTION
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
 from jaxsaver.checkpoint_management import (
@@ -52,7 +53,6 @@ __all__ = ["Saver", "restore_as_numpy"]
 
 logger = logging.getLogger(__name__)
 
-TREE_COLLECTION = "jaxsaver_tree"
 
 
 def _strip_scope(name: str, scope: str) -> str:

@@ -1,10 +1,11 @@
 """One conformance suite for every store (in the spirit of zarr's store tests).
 
-A test module subclasses :class:`StoreConformance` and provides a ``root`` fixture: a fresh,
+A test module subclasses :class:`StoreConformance` and provides a ``url_root`` fixture: a fresh,
 empty directory URL on its store (``/tmp/...``, ``memory://...``, ``s3://bucket/...``,
-``gs://bucket/...``). Every test then runs through the public API only: the store interface,
-``BundleWriter``/``BundleReader``/``merge_bundles``, and the full ``Saver`` (sharded save on 8
-simulated devices, merge, restore, retention, state file, ``latest_checkpoint``).
+``gs://bucket/...``). It runs the shipped suite (:class:`jaxsaver.testing.StoreTests`: the store
+interface, ``BundleWriter``/``BundleReader``/``merge_bundles``) on that store, and the full
+``Saver`` (sharded save on 8 simulated devices, merge, restore, retention, state file,
+``latest_checkpoint``) through URLs.
 
 Also here: loopback servers for S3 (moto) and GCS (fake-gcs-server), started with timeouts.
 """
@@ -25,7 +26,9 @@ import numpy as np
 import pytest
 
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, StorageError
-from jaxsaver._storage import KvStore, resolve
+from jaxsaver._store import resolve
+from jaxsaver._store.kvstore import KvStore
+from jaxsaver.testing import StoreTests
 
 SERVER_START_TIMEOUT = 30.0
 TEST_TIMEOUT = 120
@@ -198,123 +201,35 @@ def assert_tree_equal(a, b) -> None:
 
 
 @pytest.mark.timeout(TEST_TIMEOUT)
-class StoreConformance:
-    """Subclasses provide a ``root`` fixture: a fresh directory URL on the store under test."""
+class StoreConformance(StoreTests):
+    """:class:`jaxsaver.testing.StoreTests` on a store reached by URL, plus the full ``Saver``.
 
-    @pytest.fixture(autouse=True)
-    def _in_tmp_dir(self, tmp_path, monkeypatch):
-        # a URL mistaken for a relative local path must not litter the working directory
-        monkeypatch.chdir(tmp_path)
+    Subclasses provide a ``url_root`` fixture: a fresh, empty directory URL on the store.
+    """
 
-    # ---------------------------------------------------------------- the store interface
+    @pytest.fixture
+    def store(self, url_root):
+        return resolve(url_root)[0]
 
-    def test_write_read_size_exists(self, root):
-        store, key = resolve(f"{root}/obj")
-        assert not store.exists(key)
-        store.write(key, b"hello world")
-        assert store.exists(key)
-        assert store.read(key) == b"hello world"
-        assert store.read(key, 6) == b"world"
-        assert store.read(key, 3, 2) == b"lo"
-        assert store.read(key, 11, 0) == b""
-        assert store.size(key) == 11
-        out = bytearray(5)
-        store.read_into(key, 6, memoryview(out))
-        assert bytes(out) == b"world"
-        assert store.url(key).endswith("/obj")
-        assert store.url(key) == f"{root}/obj"
+    @pytest.fixture
+    def root(self, url_root):
+        return resolve(url_root)[1]
 
-    def test_empty_and_sizes(self, root):
-        store, key = resolve(f"{root}/empty")
-        store.write(key, b"")
-        assert store.exists(key) and store.size(key) == 0 and store.read(key) == b""
-        for n in (1, 2, 3, 1000, 4097, 65536 + 7):
-            store.write(f"{key}{n}", bytes(n))
-            assert store.size(f"{key}{n}") == n
-
-    def test_streaming_writer(self, root):
-        store, key = resolve(f"{root}/stream")
-        writer = store.open_writer(key)
-        writer.write(b"ab")
-        writer.write(np.arange(4, dtype=np.uint8))
-        writer.write(memoryview(b"cd"))
-        assert not store.exists(key)  # visible only on commit
-        writer.commit()
-        assert store.read(key) == b"ab\x00\x01\x02\x03cd"
-        aborted = store.open_writer(key + "2")
-        aborted.write(b"x")
-        aborted.abort()
-        assert not store.exists(key + "2")
-        assert store.list(store.join(store.dirname(key), "stream")) == [key]
-
-    def test_missing_and_truncated(self, root):
-        store, key = resolve(f"{root}/missing")
-        for op in (lambda: store.read(key), lambda: store.size(key), lambda: store.mtime(key)):
-            with pytest.raises(CheckpointNotFoundError, match="missing"):
-                op()
-        store.write(key + "3", b"abc")
-        with pytest.raises(DataLossError):
-            store.read(key + "3", 1, 5)
-        store.delete(key)  # deleting a missing key is fine
-
-    def test_list_delete_rename_mtime(self, root):
-        store, base = resolve(f"{root}/dir")
-        names = ["a", "a.b", "ab", "b/c"]
-        store.makedirs(store.join(base, "b"))  # local disk has directories; object stores do not
-        for name in names:
-            store.write(store.join(base, name), name.encode())
-        store.write(base + "x", b"sibling")  # shares the prefix string, not the directory
-        listed = store.list(store.join(base, "a"))
-        assert listed == sorted(store.join(base, n) for n in ("a", "a.b", "ab"))
-        assert set(store.list(base + "/")) >= {store.join(base, n) for n in ("a", "a.b", "ab")}
-        assert store.isdir(base)
-        before = time.time()
-        mtime = store.mtime(store.join(base, "a"))
-        assert before - 600 < mtime <= before + 5
-        store.rename(store.join(base, "a"), store.join(base, "z"))
-        assert not store.exists(store.join(base, "a"))
-        assert store.read(store.join(base, "z")) == b"a"
-        store.delete(store.join(base, "z"))
-        assert not store.exists(store.join(base, "z"))
-
-    # ---------------------------------------------------------------- bundles
-
-    def test_bundle_round_trip_and_merge(self, root):
-        from jaxsaver._bundle.merge import merge_bundles
-        from jaxsaver._bundle.reader import BundleReader
-        from jaxsaver._bundle.writer import BundleWriter
-
-        a = np.arange(12, dtype=np.float32).reshape(3, 4)
-        with BundleWriter(f"{root}/p0") as w:
-            w.add("a", a)
-            w.add("s", np.array([b"hi", b"there"], dtype=object))
-        with BundleWriter(f"{root}/p1") as w:
-            w.add_slice("v", (4, 2), "0,2:-", np.ones((2, 2), np.int32))
-        with BundleWriter(f"{root}/p2") as w:
-            w.add_slice("v", (4, 2), "2,2:-", np.zeros((2, 2), np.int32))
-        merge_bundles([f"{root}/p0", f"{root}/p1", f"{root}/p2"], f"{root}/merged")
-        store, key = resolve(f"{root}/merged")
-        assert not store.exists(resolve(f"{root}/p0.index")[1])
-        assert store.exists(resolve(f"{root}/merged.data-00002-of-00003")[1])
-        with BundleReader(f"{root}/merged") as r:
-            np.testing.assert_array_equal(r.get_tensor("a"), a)
-            np.testing.assert_array_equal(r.get_slice("a", (slice(1, 3), 2)), a[1:3, 2])
-            assert list(r.get_tensor("s")) == [b"hi", b"there"]
-            np.testing.assert_array_equal(r.get_tensor("v"), [[1, 1], [1, 1], [0, 0], [0, 0]])
-        with pytest.raises(CheckpointNotFoundError):
-            BundleReader(f"{root}/nothing")
+    def test_urls_resolve_to_the_store(self, store, root, url_root):
+        assert resolve(f"{url_root}/obj") == (store, store.join(root, "obj"))
+        assert store.url(store.join(root, "obj")) == f"{url_root}/obj"
 
     # ---------------------------------------------------------------- the full Saver
 
-    def test_saver_sharded_retention_state_latest(self, root):
+    def test_saver_sharded_retention_state_latest(self, url_root):
         from jaxsaver import Saver, latest_checkpoint
         from jaxsaver.checkpoint_management import get_checkpoint_mtimes, get_checkpoint_state
 
         tree = small_tree()
         saver = Saver(template=tree, sharded=True, max_to_keep=2)
-        prefixes = [saver.save(bump(tree, s), f"{root}/model", global_step=s) for s in (1, 2, 3)]
-        assert prefixes == [f"{root}/model-{s}" for s in (1, 2, 3)]
-        store, dirkey = resolve(root + "/")
+        prefixes = [saver.save(bump(tree, s), f"{url_root}/model", global_step=s) for s in (1, 2, 3)]
+        assert prefixes == [f"{url_root}/model-{s}" for s in (1, 2, 3)]
+        store, dirkey = resolve(url_root + "/")
         keys = store.list(dirkey)
         names = sorted(store.basename(k) for k in keys)
         # retention deleted model-1's objects; no part bundle or temp object is left
@@ -325,36 +240,36 @@ class StoreConformance:
             data = [n for n in names if n.startswith(f"model-{s}.data-")]
             assert len(data) == 8 and all(n.endswith("-of-00008") for n in data), data
         assert "checkpoint" in names
-        assert latest_checkpoint(root) == f"{root}/model-3"
-        state = get_checkpoint_state(root)
-        assert list(state.all_model_checkpoint_paths) == [f"{root}/model-2", f"{root}/model-3"]
-        mtimes = get_checkpoint_mtimes([f"{root}/model-1", f"{root}/model-2", f"{root}/model-3"])
+        assert latest_checkpoint(url_root) == f"{url_root}/model-3"
+        state = get_checkpoint_state(url_root)
+        assert list(state.all_model_checkpoint_paths) == [f"{url_root}/model-2", f"{url_root}/model-3"]
+        mtimes = get_checkpoint_mtimes([f"{url_root}/model-1", f"{url_root}/model-2", f"{url_root}/model-3"])
         assert len(mtimes) == 2 and all(abs(m - time.time()) < 600 for m in mtimes)
-        restored = saver.restore(latest_checkpoint(root), target=tree)
+        restored = saver.restore(latest_checkpoint(url_root), target=tree)
         assert_tree_equal(restored, bump(tree, 3))
-        older = saver.restore(f"{root}/model-2", target=tree)
+        older = saver.restore(f"{url_root}/model-2", target=tree)
         assert_tree_equal(older, bump(tree, 2))
         # nothing went to local disk by mistake (a URL taken for a relative path)
         assert [n for n in os.listdir(".") if n != "ckpt"] == []
 
-    def test_saver_unsharded(self, root):
+    def test_saver_unsharded(self, url_root):
         from jaxsaver import Saver, latest_checkpoint
 
         tree = {"x": np.arange(5, dtype=np.float64), "n": np.int32(7)}
         saver = Saver(template=tree, max_to_keep=1)
-        saver.save(tree, f"{root}/m", global_step=1)
-        saver.save({"x": tree["x"] * 2, "n": np.int32(8)}, f"{root}/m", global_step=2)
-        assert latest_checkpoint(root) == f"{root}/m-2"
-        out = saver.restore(f"{root}/m-2")
+        saver.save(tree, f"{url_root}/m", global_step=1)
+        saver.save({"x": tree["x"] * 2, "n": np.int32(8)}, f"{url_root}/m", global_step=2)
+        assert latest_checkpoint(url_root) == f"{url_root}/m-2"
+        out = saver.restore(f"{url_root}/m-2")
         np.testing.assert_array_equal(out["x"], tree["x"] * 2)
-        store, key = resolve(f"{root}/m-1.index")
+        store, key = resolve(f"{url_root}/m-1.index")
         assert not store.exists(key)
 
 
 class KvStoreConformance(StoreConformance):
     """Extra checks for tensorstore-backed stores (object cap, typed errors)."""
 
-    def test_device_group_over_the_object_cap_becomes_several_parts(self, root):
+    def test_device_group_over_the_object_cap_becomes_several_parts(self, url_root):
         """A device's data larger than the store's object cap is split into several part bundles."""
         import jax
         import jax.numpy as jnp
@@ -365,11 +280,11 @@ class KvStoreConformance(StoreConformance):
         rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x"))
         # 4 arrays x 32 KiB per device: 128 KiB per device against a 100 KiB object cap
         tree = {f"w{i}": jax.device_put(jnp.full((256, 256), i, jnp.float32), rows) for i in range(4)}
-        store, _ = resolve(f"{root}/capped")
+        store, _ = resolve(f"{url_root}/capped")
         old = store.max_object_bytes
         store.max_object_bytes = 100 * 1024
         try:
-            prefix = Saver(template=tree, sharded=True).save(tree, f"{root}/capped/model", write_meta_graph=False)
+            prefix = Saver(template=tree, sharded=True).save(tree, f"{url_root}/capped/model", write_meta_graph=False)
             data = [k for k in store.list(resolve(prefix)[1] + ".data-")]
             assert len(data) == 16, data  # 8 devices x 2 parts of at most 100 KiB
             assert all(store.size(k) <= 100 * 1024 for k in data)
@@ -377,7 +292,7 @@ class KvStoreConformance(StoreConformance):
         finally:
             store.max_object_bytes = old
 
-    def test_sharded_save_copies_no_object(self, root, monkeypatch):
+    def test_sharded_save_copies_no_object(self, url_root, monkeypatch):
         """Object stores cannot rename: part data objects are written at their merged names."""
         from jaxsaver import Saver
 
@@ -387,11 +302,11 @@ class KvStoreConformance(StoreConformance):
         monkeypatch.setattr(KvStore, "rename", no_rename)
         tree = small_tree()
         saver = Saver(template=tree, sharded=True)
-        prefix = saver.save(tree, f"{root}/model", write_meta_graph=False)
+        prefix = saver.save(tree, f"{url_root}/model", write_meta_graph=False)
         assert_tree_equal(saver.restore(prefix, target=tree), tree)
 
-    def test_object_cap(self, root):
-        store, key = resolve(f"{root}/big")
+    def test_object_cap(self, url_root):
+        store, key = resolve(f"{url_root}/big")
         assert isinstance(store, KvStore)
         old = store.max_object_bytes
         store.max_object_bytes = 1000

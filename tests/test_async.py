@@ -71,7 +71,7 @@ def test_background_failure_is_raised_next_and_leaves_the_previous_state(tmp_pat
     state_bytes = (tmp_path / "checkpoint").read_bytes()
 
     # The disk fills up after the call returned: every data write from now on fails.
-    from jaxsaver import _storage
+    from jaxsaver._store import local as _storage
 
     def full(self, data):
         raise OSError(28, "No space left on device")
@@ -93,7 +93,7 @@ def test_background_failure_is_raised_next_and_leaves_the_previous_state(tmp_pat
 def test_an_uncollected_failure_is_raised_by_the_next_save(tmp_path, monkeypatch):
     state = _state()
     saver = Saver(template=state)
-    from jaxsaver import _storage
+    from jaxsaver._store import local as _storage
 
     original = _storage._LocalWriter.write
     monkeypatch.setattr(_storage._LocalWriter, "write", lambda self, data: (_ for _ in ()).throw(OSError(5, "I/O error")))
@@ -114,7 +114,7 @@ def test_unknown_snapshot_mode_is_refused():
 def test_uncollected_failure_is_logged_at_exit(tmp_path):
     script = textwrap.dedent(f"""
         import logging, jax.numpy as jnp, jaxsaver
-        from jaxsaver import _storage
+        from jaxsaver._store import local as _storage
         logging.basicConfig()
         saver = jaxsaver.Saver(template={{"w": jnp.ones(3)}})
         _storage._LocalWriter.write = lambda self, data: (_ for _ in ()).throw(OSError(5, "I/O error"))

@@ -8,28 +8,22 @@ import numpy as np
 import pytest
 
 from jaxsaver import BundleReader, BundleWriter
-from jaxsaver._storage import LocalStore
+import jaxsaver.testing
+from jaxsaver._store.local import LOCAL
 
 
-class CountingStore(LocalStore):
-    """A LocalStore that counts every byte its reads return, per file."""
+class CountingStore(jaxsaver.testing.CountingStore):
+    """Local disk, counting every byte its reads return, per file name."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.by_file: dict[str, int] = {}
+        super().__init__(LOCAL)
 
-    def _count(self, key: str, n: int) -> None:
-        name = os.path.basename(key)
-        self.by_file[name] = self.by_file.get(name, 0) + n
-
-    def read(self, key: str, offset: int = 0, size: int | None = None) -> bytes:
-        data = super().read(key, offset, size)
-        self._count(key, len(data))
-        return data
-
-    def read_into_fd(self, fd: int, key: str, offset: int, out: memoryview) -> None:
-        super().read_into_fd(fd, key, offset, out)
-        self._count(key, memoryview(out).nbytes)
+    @property
+    def by_file(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key, n in self.bytes_read.items():
+            out[os.path.basename(key)] = out.get(os.path.basename(key), 0) + n
+        return out
 
 
 @pytest.fixture

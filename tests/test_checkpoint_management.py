@@ -10,7 +10,7 @@ import pytest
 
 from jaxsaver import checkpoint_management as cm
 from jaxsaver._proto import saver_pb2
-from jaxsaver._storage import resolve
+from jaxsaver._store import resolve
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow.python.checkpoint import checkpoint_management as tf_cm  # noqa: E402

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSh
 
 from jaxsaver import Saver
 from jaxsaver._bundle.reader import BundleReader
-from jaxsaver._storage import LocalStore
+from jaxsaver._store.local import LocalStore, _LocalFile
 
 DEVICES = jax.devices()
 pytestmark = pytest.mark.skipif(len(DEVICES) < 8, reason="needs 8 (simulated) devices")
@@ -236,33 +236,30 @@ class _CountingReads:
 
     def __init__(self, monkeypatch):
         self.bytes = 0
-        original_fd = LocalStore.read_into_fd
+        original_file = _LocalFile.read_into
+        original_readv = _LocalFile.readv
         original_into = LocalStore.read_into
         counter = self
 
-        def read_into_fd(fd, key, offset, out):
-            if ".data-" in key:
+        def file_read_into(self, offset, out):
+            if ".data-" in self.key:
                 counter.bytes += memoryview(out).nbytes
-            return original_fd(fd, key, offset, out)
+            return original_file(self, offset, out)
 
         def read_into(self, key, offset, out):
             if ".data-" in key:
                 counter.bytes += memoryview(out).nbytes
             return original_into(self, key, offset, out)
 
-        original_preadv = os.preadv
-
-        def preadv(fd, buffers, offset, *args):
-            n = original_preadv(fd, buffers, offset, *args)
+        def readv(self, buffers, offset):
+            n = original_readv(self, buffers, offset)
             counter.bytes += n
             return n
 
-        monkeypatch.setattr(LocalStore, "read_into_fd", staticmethod(read_into_fd))
+        monkeypatch.setattr(_LocalFile, "read_into", file_read_into)
         monkeypatch.setattr(LocalStore, "read_into", read_into)
-        # the sharded restore scatters whole stored slices with os.preadv
-        import jaxsaver._sharded_read as sharded_read
-
-        monkeypatch.setattr(sharded_read, "_preadv", preadv)
+        # the sharded restore scatters whole stored slices with one readv (os.preadv)
+        monkeypatch.setattr(_LocalFile, "readv", readv)
 
 
 @pytest.fixture(scope="module")

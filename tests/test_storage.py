@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import pytest
 
-from jaxsaver import _object_store as obj
+from jaxsaver._store import object_store as obj
 from jaxsaver._errors import (
     CheckpointNotFoundError,
     InvalidArgumentError,
     PermissionDeniedError,
     StorageError,
 )
-from jaxsaver._storage import LOCAL, KvStore, LocalStore, resolve
+from jaxsaver._store import resolve
+from jaxsaver._store.kvstore import KvStore
+from jaxsaver._store.local import LOCAL, LocalStore
+from jaxsaver.testing import CountingStore, StoreTests
 from store_conformance import KvStoreConformance, StoreConformance, unique
 
 
 class TestLocal(StoreConformance):
     @pytest.fixture
-    def root(self, tmp_path):
+    def url_root(self, tmp_path):
         return str(tmp_path / "ckpt")
-
-    @pytest.fixture(autouse=True)
-    def _mkdir(self, root):
-        import os
-
-        os.makedirs(root)
 
 
 class TestMemory(KvStoreConformance):
     @pytest.fixture
-    def root(self):
+    def url_root(self):
         return f"memory://{unique('mem')}"
+
+
+class TestLocalStoreDirectly(StoreTests):
+    """The shipped suite as a user runs it: a store instance, relative keys."""
+
+    @pytest.fixture
+    def store(self):
+        return LocalStore()
+
+
+class TestCountingStore(StoreTests):
+    """The counting wrapper is itself a conformant store (over memory and local disk)."""
+
+    @pytest.fixture(params=["local", "memory"])
+    def store(self, request):
+        return CountingStore(LOCAL if request.param == "local" else resolve("memory://")[0])
 
 
 # --------------------------------------------------------------------------- resolve

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from jaxsaver._errors import CheckpointNotFoundError
-from jaxsaver._storage import KvStore, resolve
+from jaxsaver._store import resolve
+from jaxsaver._store.kvstore import KvStore
 from store_conformance import FakeGCS, KvStoreConformance, environment, fake_gcs_binary, unique
 
 BUCKET = "jaxsaver-test"
@@ -34,18 +35,18 @@ def gcs_server():
 @pytest.mark.timeout(120)
 class TestGCS(KvStoreConformance):
     @pytest.fixture
-    def root(self, gcs_server):
+    def url_root(self, gcs_server):
         return f"gs://{BUCKET}/{unique('gcs')}"
 
-    def test_store_is_gcs(self, root):
-        store, key = resolve(root + "/model")
+    def test_store_is_gcs(self, url_root):
+        store, key = resolve(url_root + "/model")
         assert isinstance(store, KvStore) and store.driver == "gcs"
-        assert store.url(key) == root + "/model"
+        assert store.url(key) == url_root + "/model"
 
-    def test_mtime_is_creation_time(self, root):
+    def test_mtime_is_creation_time(self, url_root):
         import time
 
-        store, key = resolve(root + "/obj")
+        store, key = resolve(url_root + "/obj")
         before = time.time()
         store.write(key, b"x")
         time.sleep(1.1)

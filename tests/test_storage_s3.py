@@ -10,7 +10,8 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (pip in
 pytest.importorskip("boto3", reason="boto3 (a moto dependency) is needed to create buckets")
 
 from jaxsaver._errors import CheckpointNotFoundError, StorageError  # noqa: E402
-from jaxsaver._storage import KvStore, resolve  # noqa: E402
+from jaxsaver._store import resolve
+from jaxsaver._store.kvstore import KvStore  # noqa: E402
 from store_conformance import (  # noqa: E402
     KvStoreConformance,
     MotoS3,
@@ -39,26 +40,26 @@ def s3_server():
 @pytest.mark.timeout(120)
 class TestS3(KvStoreConformance):
     @pytest.fixture
-    def root(self, s3_server):
+    def url_root(self, s3_server):
         return f"s3://{BUCKET}/{unique('s3')}"
 
-    def test_store_is_s3_with_explicit_settings(self, root, s3_server):
-        store, key = resolve(root + "/model")
+    def test_store_is_s3_with_explicit_settings(self, url_root, s3_server):
+        store, key = resolve(url_root + "/model")
         assert isinstance(store, KvStore) and store.driver == "s3"
         assert store.spec["endpoint"] == s3_server.endpoint
         assert store.spec["aws_region"] == s3_server.region
         assert store.spec["aws_credentials"] == {"type": "environment"}
         assert key.endswith("/model") and not key.startswith("s3:")
 
-    def test_interrupted_save_leaves_no_checkpoint(self, root, monkeypatch):
+    def test_interrupted_save_leaves_no_checkpoint(self, url_root, monkeypatch):
         """A crash after the data objects and before the index: nothing new is visible."""
         from jaxsaver import Saver, latest_checkpoint
 
         tree = small_tree()
         saver = Saver(template=tree, sharded=True, max_to_keep=2)
-        saver.save(bump(tree, 1), f"{root}/model", global_step=1)
-        store, dirkey = resolve(root + "/")
-        index_key = resolve(f"{root}/model-2.index")[1]
+        saver.save(bump(tree, 1), f"{url_root}/model", global_step=1)
+        store, dirkey = resolve(url_root + "/")
+        index_key = resolve(f"{url_root}/model-2.index")[1]
         real_put = store._put
 
         def crash_on_index(key, value, nbytes=None):
@@ -68,13 +69,13 @@ class TestS3(KvStoreConformance):
 
         monkeypatch.setattr(store, "_put", crash_on_index)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            saver.save(bump(tree, 2), f"{root}/model", global_step=2)
+            saver.save(bump(tree, 2), f"{url_root}/model", global_step=2)
         monkeypatch.undo()
         names = [store.basename(k) for k in store.list(dirkey)]
         assert any(n.startswith("model-2.data-") for n in names), names  # data was written ...
         assert "model-2.index" not in names  # ... but the checkpoint never became visible
-        assert latest_checkpoint(root) == f"{root}/model-1"
-        restored = Saver(template=tree).restore(latest_checkpoint(root), target=tree)
+        assert latest_checkpoint(url_root) == f"{url_root}/model-1"
+        restored = Saver(template=tree).restore(latest_checkpoint(url_root), target=tree)
         assert_tree_equal(restored, bump(tree, 1))
 
     def test_server_killed_before_index(self):
@@ -85,11 +86,11 @@ class TestS3(KvStoreConformance):
         try:
             with environment(server.env()):
                 server.create_bucket("killed")
-                root = f"s3://killed/{unique()}"
+                url_root = f"s3://killed/{unique()}"
                 tree = small_tree()
                 saver = Saver(template=tree, sharded=True)
-                store, _ = resolve(root + "/x")
-                index_key = resolve(f"{root}/model.index")[1]
+                store, _ = resolve(url_root + "/x")
+                index_key = resolve(f"{url_root}/model.index")[1]
                 real_put = store._put
 
                 def kill_then_put(key, value, nbytes=None):
@@ -100,7 +101,7 @@ class TestS3(KvStoreConformance):
                 store._put = kill_then_put
                 start = time.monotonic()
                 with pytest.raises(StorageError, match="killed/.*model.index"):
-                    saver.save(tree, f"{root}/model")
+                    saver.save(tree, f"{url_root}/model")
                 assert time.monotonic() - start < 60
         finally:
             server.stop()
@@ -125,7 +126,7 @@ class TestS3(KvStoreConformance):
                 store.write(key, b"x")
             assert time.monotonic() - start < 30
 
-    def test_latest_checkpoint_missing_dir(self, root):
+    def test_latest_checkpoint_missing_dir(self, url_root):
         from jaxsaver import latest_checkpoint
 
-        assert latest_checkpoint(root) is None
+        assert latest_checkpoint(url_root) is None

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver._format.slices import Extent, intersect
+from jaxsaver._format.slices import Extent, SliceError, format_extents, intersect, resolve_extents, slice_from_proto
 from jaxsaver._format.tensors import num_elements
 
-__all__ = ["PartPlan", "covering_pieces", "piece_indices", "plan_part"]
+__all__ = ["PartPlan", "check_stored_slices", "covering_pieces", "piece_indices", "plan_part"]
 
 # Partial reads issue one ranged read per contiguous run; below this run size a single read of
 # the bounding range is cheaper than many small ones.
@@ -101,3 +101,26 @@ def piece_indices(
     local = tuple((s - rs, n) for (s, n), (rs, _) in zip(overlap, resolved))
     target = tuple(slice(s - qs, s - qs + n) for (s, n), (qs, _) in zip(overlap, request))
     return local, target
+
+
+def check_stored_slices(shape: tuple[int, ...], protos: Sequence[Any]) -> list[tuple[tuple[Extent, ...], tuple[Extent, ...]]]:
+    """A partitioned tensor's stored slices as ``(extents, resolved)``, checked against its shape.
+
+    Raises:
+        SliceError: a slice does not parse, has another rank, exceeds the shape, or overlaps
+            another (TF's "Overlapping slices" wording).
+    """
+    stored = []
+    for proto in protos:
+        extents = slice_from_proto(proto)
+        if len(extents) != len(shape):
+            raise SliceError(f"stored slice of rank {len(extents)} for a tensor of rank {len(shape)}")
+        resolved = resolve_extents(shape, extents)
+        if any(s + n > d for (s, n), d in zip(resolved, shape)):
+            raise SliceError(f"stored slice {format_extents(extents)} exceeds shape {shape}")
+        stored.append((extents, resolved))
+    for i, (_, a) in enumerate(stored):
+        for _, b in stored[i + 1 :]:
+            if intersect(shape, a, b) is not None:
+                raise SliceError(f"Overlapping slices {format_extents(a)} and {format_extents(b)}")
+    return stored

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxsaver._proto import tensor_bundle_pb2
-from jaxsaver._bundle.writer import PartIndex, _display
+from jaxsaver._bundle.writer import PartIndex
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError
+from jaxsaver._format.names import display_key
 from jaxsaver._format.table import TableBuilder, TableError, TableReader
 from jaxsaver._format.tensors import HEADER_KEY, data_filename
-from jaxsaver._storage import LocalStore, resolve
+from jaxsaver._store import resolve
 
 __all__ = ["PartIndex", "commit_merged", "merge_bundles", "merged_index", "read_part_index"]
 
@@ -55,7 +56,7 @@ def read_part_index(store: Any, prefix: str, *, data_key: str | None = None) -> 
         try:
             entry.ParseFromString(value)
         except Exception:
-            raise DataLossError(f"{store.url(index_key)}: corrupt entry for {_display(key)!r}") from None
+            raise DataLossError(f"{store.url(index_key)}: corrupt entry for {display_key(key)!r}") from None
         entries.append((key, entry))
     return PartIndex(prefix=prefix, header=header, entries=tuple(entries), data_key=data_key)
 
@@ -89,7 +90,7 @@ def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[byt
             existing = entries.get(key)
             if existing is not None and not existing.slices:
                 raise InvalidArgumentError(
-                    f"Duplicate tensor keyed by {_display(key)} encountered, when merging prefix: "
+                    f"Duplicate tensor keyed by {display_key(key)} encountered, when merging prefix: "
                     f"{store.url(part.prefix)}"
                 )
             entry = tensor_bundle_pb2.BundleEntryProto()
@@ -100,12 +101,12 @@ def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[byt
                 continue
             if not entry.slices:
                 raise InvalidArgumentError(
-                    f"Duplicate tensor keyed by {_display(key)} encountered, when merging prefix: "
+                    f"Duplicate tensor keyed by {display_key(key)} encountered, when merging prefix: "
                     f"{store.url(part.prefix)}: one entry is partitioned and the other is not"
                 )
             if existing.dtype != entry.dtype or existing.shape != entry.shape:
                 raise InvalidArgumentError(
-                    f"Partitioned tensor {_display(key)} has a different dtype or shape in "
+                    f"Partitioned tensor {display_key(key)} has a different dtype or shape in "
                     f"{store.url(part.prefix)}"
                 )
             existing.slices.extend(entry.slices)
@@ -130,8 +131,8 @@ def commit_merged(store: Any, dest: str, parts: Sequence[PartIndex]) -> None:
     for source, target in renames.items():
         store.rename(source, target)
     store.write(f"{dest}.index", index)
-    if isinstance(store, LocalStore):
-        store.fsync_dir(store.dirname(dest))
+    if store.capabilities.directory_sync:
+        store.sync_dir(store.dirname(dest))
 
 
 def merge_bundles(

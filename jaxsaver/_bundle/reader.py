@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from jaxsaver._proto import tensor_bundle_pb2, types_pb2
-from jaxsaver._bundle.layout import covering_pieces, piece_indices, plan_part
+from jaxsaver._bundle.layout import check_stored_slices, covering_pieces, piece_indices, plan_part
 from jaxsaver._bundle.metadata import TensorInfo as TensorInfo
 from jaxsaver._bundle.metadata import decode_key, decode_keys, drop_hidden, hidden_keys, scan_entries, shape_problem
-from jaxsaver._bundle.writer import _display, _extents_of, encode_name, format_extents
 from jaxsaver._errors import (
     CheckpointNotFoundError,
     DataLossError,
@@ -23,23 +22,23 @@ from jaxsaver._errors import (
 )
 from jaxsaver._format import dtypes
 from jaxsaver._format.crc import extend, mask
+from jaxsaver._format.names import display_key, encode_name
 from jaxsaver._format.slices import (
     Extent,
     SliceError,
     encode_slice_key,
-    intersect,
+    extents_of,
+    format_extents,
     resolve_extents,
     slice_from_index,
     slice_from_proto,
 )
 from jaxsaver._format.table import TableError, TableReader
-from jaxsaver._format.tensors import HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
-from jaxsaver._storage import LocalStore, Store, resolve
+from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
+from jaxsaver._store import PositionalFile, Store, resolve
 
 __all__ = ["BundleReader", "TensorInfo"]
 
-# Whole-tensor reads go in pieces of this size, each checksummed while it is in the CPU cache.
-_CHUNK_BYTES = 4 << 20
 _READ_AHEAD_THREADS = 8
 _READ_AHEAD_CHUNKS = 1
 
@@ -68,7 +67,7 @@ class BundleReader:
     def __init__(self, prefix: Any, *, storage: Any = None) -> None:
         self._store, self._prefix = resolve(prefix, storage)
         self._index_key = f"{self._prefix}.index"
-        self._fds: dict[int, int] = {}
+        self._files: dict[int, PositionalFile] = {}
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -134,13 +133,11 @@ class BundleReader:
 
     def close(self) -> None:
         """Closes the data files kept open for reading."""
-        import os
-
         with self._lock:
             pool, self._pool = self._pool, None
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
             self._closed = True
         if pool is not None:
             pool.shutdown(wait=True)
@@ -180,11 +177,11 @@ class BundleReader:
             entry.ParseFromString(value)
         except Exception:
             raise DataLossError(
-                f"{self._url(self._index_key)}: corrupt entry for {_display(key)!r}"
+                f"{self._url(self._index_key)}: corrupt entry for {display_key(key)!r}"
             ) from None
         problem = shape_problem(tuple(d.size for d in entry.shape.dim))
         if problem is not None:
-            raise DataLossError(f"{self._url(self._index_key)}: entry {_display(key)!r} {problem}")
+            raise DataLossError(f"{self._url(self._index_key)}: entry {display_key(key)!r} {problem}")
         return entry
 
     def _cached_or_parsed(self, key: bytes, value: bytes) -> tensor_bundle_pb2.BundleEntryProto:
@@ -272,7 +269,7 @@ class BundleReader:
         key = encode_name(name)
         entry = self._entry(key) if key != HEADER_KEY else None
         if entry is None:
-            raise NotFoundError(f"Key {_display(key)} not found in checkpoint")
+            raise NotFoundError(f"Key {display_key(key)} not found in checkpoint")
         return TensorInfo(decode_key(key), entry)
 
     def dtype(self, name: str | bytes) -> np.dtype:
@@ -318,42 +315,39 @@ class BundleReader:
             self._sizes[shard_id] = size
         return size
 
-    def _local_fd(self, shard_id: int) -> int:
-        """The kept-open descriptor of a local data file."""
-        import os
-
+    def _data_file(self, shard_id: int) -> PositionalFile:
+        """The kept-open data file (stores with ``positional_reads``)."""
         with self._lock:
             if self._closed:
                 raise InvalidArgumentError(f"reader for {self._url(self._prefix)} is closed")
-            fd = self._fds.get(shard_id)
-            if fd is None:
+            file = self._files.get(shard_id)
+            if file is None:
                 key = self._data_key(shard_id)
                 try:
-                    fd = os.open(key, os.O_RDONLY)
-                except FileNotFoundError:
-                    raise CheckpointNotFoundError(f"{key}: data file is missing") from None
-                self._fds[shard_id] = fd
-            return fd
+                    file = self._store.open_positional(key)
+                except CheckpointNotFoundError:
+                    raise CheckpointNotFoundError(f"{self._url(key)}: data file is missing") from None
+                self._files[shard_id] = file
+            return file
 
-    def local_data(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> tuple[int, str]:
-        """``(descriptor, path)`` of a local entry's data file, its extent checked against the file.
+    def positional_data(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> PositionalFile:
+        """The kept-open data file of an entry, its extent checked against the file.
 
-        For readers that scatter one stored entry straight into several buffers (``preadv``);
-        the descriptor stays owned by this reader.
+        For readers that scatter one stored entry straight into several buffers (``readv``), on
+        stores with ``capabilities.positional_reads``; the file stays owned by this reader.
         """
-        if not isinstance(self._store, LocalStore):
-            raise InvalidArgumentError(f"{self._url(self._prefix)} is not on local disk")
+        if not self._store.capabilities.positional_reads:
+            raise InvalidArgumentError(f"{self._url(self._prefix)}: the store has no positional reads")
         self._check_extent(name, entry)
-        return self._local_fd(entry.shard_id), self._data_key(entry.shard_id)
+        return self._data_file(entry.shard_id)
 
     def _read_into(self, shard_id: int, offset: int, out: memoryview) -> None:
         if not out.nbytes:
             return
-        key = self._data_key(shard_id)
-        if isinstance(self._store, LocalStore):
-            self._store.read_into_fd(self._local_fd(shard_id), key, offset, out)
+        if self._store.capabilities.positional_reads:
+            self._data_file(shard_id).read_into(offset, out)
         else:
-            self._store.read_into(key, offset, out)
+            self._store.read_into(self._data_key(shard_id), offset, out)
 
     def _check_extent(self, name: str, entry: tensor_bundle_pb2.BundleEntryProto) -> None:
         if entry.shard_id < 0 or entry.shard_id >= self.num_shards:
@@ -410,10 +404,10 @@ class BundleReader:
         # cache still), the next is already being read by a helper thread: the read releases the
         # GIL, so disk and checksum overlap.
         flat = out.reshape(-1).view(np.uint8)
-        chunks = [flat[start : start + _CHUNK_BYTES] for start in range(0, flat.nbytes, _CHUNK_BYTES)]
+        chunks = [flat[start : start + CHUNK_BYTES] for start in range(0, flat.nbytes, CHUNK_BYTES)]
 
         def read(k: int) -> None:
-            self._read_into(entry.shard_id, entry.offset + k * _CHUNK_BYTES, memoryview(chunks[k]))
+            self._read_into(entry.shard_id, entry.offset + k * CHUNK_BYTES, memoryview(chunks[k]))
 
         running = 0
         if len(chunks) <= 1:
@@ -479,12 +473,12 @@ class BundleReader:
     def _resolve_request(self, info: TensorInfo, spec: Any) -> tuple[tuple[Extent, ...], tuple[int, ...]]:
         try:
             if isinstance(spec, str):
-                extents = _extents_of(info.shape, spec)
+                extents = extents_of(info.shape, spec)
                 squeeze: tuple[int, ...] = ()
             elif isinstance(spec, tuple) and spec and all(
                 isinstance(e, tuple) and len(e) == 2 for e in spec
             ) and len(spec) == len(info.shape):
-                extents, squeeze = _extents_of(info.shape, spec), ()
+                extents, squeeze = extents_of(info.shape, spec), ()
             else:
                 extents, squeeze = slice_from_index(info.shape, spec)
         except SliceError as err:
@@ -536,31 +530,10 @@ class BundleReader:
 
     def _assemble(self, info: TensorInfo, dtype: np.dtype, request: tuple[Extent, ...]) -> np.ndarray:
         key = encode_name(info.name)
-        stored = []
-        for proto in info.entry.slices:
-            try:
-                extents = slice_from_proto(proto)
-            except SliceError as err:
-                raise DataLossError(f"{self._url(self._index_key)}: tensor {info.name!r}: {err}") from None
-            if len(extents) != len(info.shape):
-                raise DataLossError(
-                    f"{self._url(self._index_key)}: tensor {info.name!r}: stored slice of rank "
-                    f"{len(extents)} for a tensor of rank {len(info.shape)}"
-                )
-            resolved = resolve_extents(info.shape, extents)
-            if any(s + n > d for (s, n), d in zip(resolved, info.shape)):
-                raise DataLossError(
-                    f"{self._url(self._index_key)}: tensor {info.name!r}: stored slice "
-                    f"{format_extents(extents)} exceeds shape {info.shape}"
-                )
-            stored.append((extents, resolved))
-        for i, (_, a) in enumerate(stored):
-            for _, b in stored[i + 1 :]:
-                if intersect(info.shape, a, b) is not None:
-                    raise DataLossError(
-                        f"{self._url(self._index_key)}: tensor {info.name!r}: Overlapping slices "
-                        f"{format_extents(a)} and {format_extents(b)}"
-                    )
+        try:
+            stored = check_stored_slices(info.shape, info.entry.slices)
+        except SliceError as err:
+            raise DataLossError(f"{self._url(self._index_key)}: tensor {info.name!r}: {err}") from None
         pieces, complete = covering_pieces(info.shape, stored, request)
         if not complete:
             raise InvalidArgumentError(

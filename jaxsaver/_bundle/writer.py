@@ -17,34 +17,17 @@ from jaxsaver._format.slices import (
     SliceError,
     covers_all,
     encode_slice_key,
-    parse_slice_spec,
-    slice_from_index,
+    extents_of,
+    format_extents,
     slice_shape,
     slice_to_proto,
 )
 from jaxsaver._format.table import TableBuilder
-from jaxsaver._format.tensors import HEADER_KEY, data_filename, encode_strings, make_header
-from jaxsaver._storage import LocalStore, resolve
+from jaxsaver._format.names import display_key, encode_name
+from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, TensorError, data_filename, encode_strings, make_header
+from jaxsaver._store import resolve
 
-__all__ = ["BundleWriter", "PartIndex", "encode_name"]
-
-# Tensor data is written and checksummed in pieces of this size (fits the CPU's L2/L3 cache).
-_CHUNK_BYTES = 4 << 20
-
-
-def encode_name(name: str | bytes) -> bytes:
-    """A tensor name as its key bytes (str is UTF-8; lone surrogates carry raw bytes)."""
-    if isinstance(name, bytes):
-        return name
-    if not isinstance(name, str):
-        raise InvalidArgumentError(f"tensor names are str or bytes, got {type(name).__name__}")
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _display(key: bytes) -> str:
-    text = key.decode("utf-8", "backslashreplace")
-    return text if len(text) <= 200 else text[:200] + f"... ({len(key)} bytes)"
-
+__all__ = ["BundleWriter", "PartIndex"]
 
 def _shape_proto(entry: tensor_bundle_pb2.BundleEntryProto, shape: Sequence[int]) -> None:
     entry.shape.SetInParent()
@@ -91,7 +74,7 @@ class BundleWriter:
 
     Args:
         prefix: the checkpoint prefix (local path or URL).
-        storage: optional storage override (see :func:`jaxsaver._storage.resolve`).
+        storage: optional storage override (see :func:`jaxsaver._store.resolve`).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -140,16 +123,16 @@ class BundleWriter:
             code = dtypes.from_numpy(array.dtype)
         except dtypes.UnsupportedDtype as err:
             self.abort()
-            raise UnimplementedError(f"tensor {_display(key)!r}: {err}") from None
+            raise UnimplementedError(f"tensor {display_key(key)!r}: {err}") from None
         entry = tensor_bundle_pb2.BundleEntryProto(dtype=code)
         _shape_proto(entry, array.shape)
         entry.offset = self._offset
         if code == dtypes.types_pb2.DT_STRING:
             try:
                 chunks, crc, size = encode_strings(array)
-            except TypeError as err:
+            except TensorError as err:
                 self.abort()
-                raise InvalidArgumentError(f"tensor {_display(key)!r}: {err}") from None
+                raise InvalidArgumentError(f"tensor {display_key(key)!r}: {err}") from None
             for chunk in chunks:
                 self._data.write(chunk)
         else:
@@ -159,8 +142,8 @@ class BundleWriter:
             buffer = array.reshape(-1).view(np.uint8)
             size = buffer.nbytes
             running = 0
-            for start in range(0, size, _CHUNK_BYTES):
-                chunk = buffer[start : start + _CHUNK_BYTES]
+            for start in range(0, size, CHUNK_BYTES):
+                chunk = buffer[start : start + CHUNK_BYTES]
                 self._data.write(chunk)
                 running = extend(running, chunk)
             crc = mask(running)
@@ -176,7 +159,7 @@ class BundleWriter:
         if key == HEADER_KEY:
             self._fail("tensor name must not be empty: the empty key holds the bundle header")
         if key in self._entries or key in self._full_entries:
-            self._fail(f"Adding duplicate key: {_display(key)!r}")
+            self._fail(f"Adding duplicate key: {display_key(key)!r}")
         self._entries[key] = self._write(key, _to_host_array(array))
 
     def add_slice(
@@ -201,25 +184,25 @@ class BundleWriter:
             self._fail("tensor name must not be empty: the empty key holds the bundle header")
         full_shape = tuple(int(d) for d in full_shape)
         try:
-            extents = _extents_of(full_shape, slice_spec)
+            extents = extents_of(full_shape, slice_spec)
         except SliceError as err:
-            self._fail(f"tensor {_display(key)!r}: {err}")
+            self._fail(f"tensor {display_key(key)!r}: {err}")
         arr = _to_host_array(array)
         expected = slice_shape(full_shape, extents)
         if tuple(arr.shape) != expected:
             self._fail(
-                f"tensor {_display(key)!r}: slice shape {expected} does not match the value's shape {tuple(arr.shape)}"
+                f"tensor {display_key(key)!r}: slice shape {expected} does not match the value's shape {tuple(arr.shape)}"
             )
         if covers_all(full_shape, extents):
             self.add(key, arr)
             return
         if key in self._entries and key not in self._full_entries:
-            self._fail(f"Adding duplicate key: {_display(key)!r}")
+            self._fail(f"Adding duplicate key: {display_key(key)!r}")
         try:
             code = dtypes.from_numpy(arr.dtype) if arr.dtype.kind != "O" else dtypes.types_pb2.DT_STRING
         except dtypes.UnsupportedDtype as err:
             self.abort()
-            raise UnimplementedError(f"tensor {_display(key)!r}: {err}") from None
+            raise UnimplementedError(f"tensor {display_key(key)!r}: {err}") from None
         full = self._entries.get(key)
         if full is None:
             full = tensor_bundle_pb2.BundleEntryProto(dtype=code)
@@ -228,13 +211,13 @@ class BundleWriter:
             self._full_entries[key] = (code, full_shape)
         elif self._full_entries[key] != (code, full_shape):
             self._fail(
-                f"tensor {_display(key)!r}: slice has dtype {dtypes.name_of(code)} and full shape "
+                f"tensor {display_key(key)!r}: slice has dtype {dtypes.name_of(code)} and full shape "
                 f"{full_shape}, earlier slices had {dtypes.name_of(self._full_entries[key][0])} and "
                 f"{self._full_entries[key][1]}"
             )
         slice_key = encode_slice_key(key, extents)
         if slice_key in self._entries:
-            self._fail(f"Adding duplicate slice of {_display(key)!r}: {format_extents(extents)}")
+            self._fail(f"Adding duplicate slice of {display_key(key)!r}: {format_extents(extents)}")
         full.slices.append(slice_to_proto(extents))
         self._entries[slice_key] = self._write(key, arr)
 
@@ -272,33 +255,6 @@ class BundleWriter:
             self._data.abort()
             self._store.delete(self._data_key)
             raise
-        if write_index and isinstance(self._store, LocalStore):
-            self._store.fsync_dir(self._store.dirname(self._prefix))
+        if write_index and self._store.capabilities.directory_sync:
+            self._store.sync_dir(self._store.dirname(self._prefix))
         return part
-
-
-def format_extents(extents: Sequence[Extent]) -> str:
-    return ":".join("-" if length == -1 else f"{start},{length}" for start, length in extents)
-
-
-def _extents_of(full_shape: tuple[int, ...], spec: Any) -> tuple[Extent, ...]:
-    if isinstance(spec, str):
-        if spec == "":
-            return tuple((0, -1) for _ in full_shape)
-        if " " not in spec:
-            spec = " ".join(str(d) for d in full_shape) + " " + spec
-        shape, extents = parse_slice_spec(spec)
-        if shape is None:
-            return tuple((0, -1) for _ in full_shape)
-        if shape != full_shape:
-            raise SliceError(f"slice spec {spec!r} is for shape {shape}, not {full_shape}")
-        return extents
-    if isinstance(spec, tuple) and all(
-        isinstance(e, tuple) and len(e) == 2 and all(isinstance(x, int) for x in e) for e in spec
-    ) and len(spec) == len(full_shape) and spec:
-        for dim, (start, length) in zip(full_shape, spec):
-            if length != -1 and (start < 0 or length < 0 or start + length > dim):
-                raise SliceError(f"extent ({start}, {length}) out of bounds for dimension {dim}")
-        return spec
-    extents, squeeze = slice_from_index(full_shape, spec)
-    return extents

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxsaver._proto import tensor_slice_pb2
+from jaxsaver._errors import InvalidArgumentError
 
 __all__ = [
     "Extent",
@@ -42,7 +43,7 @@ Extent = tuple[int, int]
 _DECIMAL = re.compile(r"[0-9]+")
 
 
-class SliceError(ValueError):
+class SliceError(InvalidArgumentError):
     """A slice spec or index that is malformed or out of bounds."""
 
 
@@ -77,12 +78,9 @@ def parse_slice_spec(spec: str) -> tuple[tuple[int, ...] | None, tuple[Extent, .
             extents.append((0, -1))
             continue
         parts = item.split(",")
-        try:
-            if len(parts) != 2 or not all(_DECIMAL.fullmatch(p) for p in parts):
-                raise ValueError
-            start, length = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise SliceError(f"slice spec {spec!r}: bad extent {item!r}") from None
+        if len(parts) != 2 or not all(_DECIMAL.fullmatch(p) for p in parts):
+            raise SliceError(f"slice spec {spec!r}: bad extent {item!r}")
+        start, length = int(parts[0]), int(parts[1])
         if length == 0:
             raise SliceError(f"slice spec {spec!r}: extent {item!r} must have a positive length")
         if start + length > dim:
@@ -240,3 +238,46 @@ def encode_slice_key(name: bytes, extents: Sequence[Extent]) -> bytes:
         parts.append(_signed(start))
         parts.append(_signed(length))
     return b"".join(parts)
+
+
+def format_extents(extents: Sequence[Extent]) -> str:
+    """Extents in TF's slice-spec spelling without the shape (for messages).
+
+    Example:
+        >>> format_extents(((0, 2), (0, -1)))
+        '0,2:-'
+    """
+    return ":".join("-" if length == -1 else f"{start},{length}" for start, length in extents)
+
+
+def extents_of(full_shape: tuple[int, ...], spec: Any) -> tuple[Extent, ...]:
+    """The extents a slice request names: a slice-spec string (with or without the shape), a
+    tuple of ``(start, length)`` extents, or a Python index (ints, slices with step 1, ``...``).
+
+    Example:
+        >>> extents_of((4, 6), "0,2:-"), extents_of((4, 6), (slice(1, 3), 2))
+        (((0, 2), (0, -1)), ((1, 2), (2, 1)))
+
+    Raises:
+        SliceError: the request is malformed or out of bounds.
+    """
+    if isinstance(spec, str):
+        if spec == "":
+            return tuple((0, -1) for _ in full_shape)
+        if " " not in spec:
+            spec = " ".join(str(d) for d in full_shape) + " " + spec
+        shape, extents = parse_slice_spec(spec)
+        if shape is None:
+            return tuple((0, -1) for _ in full_shape)
+        if shape != full_shape:
+            raise SliceError(f"slice spec {spec!r} is for shape {shape}, not {full_shape}")
+        return extents
+    if isinstance(spec, tuple) and all(
+        isinstance(e, tuple) and len(e) == 2 and all(isinstance(x, int) for x in e) for e in spec
+    ) and len(spec) == len(full_shape) and spec:
+        for dim, (start, length) in zip(full_shape, spec):
+            if length != -1 and (start < 0 or length < 0 or start + length > dim):
+                raise SliceError(f"extent ({start}, {length}) out of bounds for dimension {dim}")
+        return spec
+    extents, _ = slice_from_index(full_shape, spec)
+    return extents

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from jaxsaver._format.crc import crc32c, mask, unmask
 from jaxsaver._format.varint import VarintError, decode_varint, encode_varint
+from jaxsaver._errors import InvalidArgumentError
 
 __all__ = ["TableBuilder", "TableReader", "TableError", "BLOCK_SIZE", "MAGIC"]
 
@@ -33,7 +34,7 @@ _NO_COMPRESSION = 0
 _SNAPPY = 1
 
 
-class TableError(ValueError):
+class TableError(InvalidArgumentError):
     """The bytes are not a valid table (bad magic, checksum, handle or entry)."""
 
 

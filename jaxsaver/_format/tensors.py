@@ -10,8 +10,10 @@ import numpy as np
 from jaxsaver._proto import tensor_bundle_pb2
 from jaxsaver._format.crc import extend, mask, unmask
 from jaxsaver._format.varint import VarintError, decode_varint, encode_varint
+from jaxsaver._errors import InvalidArgumentError
 
 __all__ = [
+    "CHUNK_BYTES",
     "HEADER_KEY",
     "data_filename",
     "make_header",
@@ -22,9 +24,12 @@ __all__ = [
 ]
 
 HEADER_KEY = b""
+#: Tensor data is written, read and checksummed in pieces of this size (each piece is CRC-checked
+#: while it is still in the CPU cache; resharded slices are read in row chunks of about this size).
+CHUNK_BYTES = 4 << 20
 
 
-class TensorError(ValueError):
+class TensorError(InvalidArgumentError):
     """Stored tensor bytes that do not decode (bad lengths, checksum)."""
 
 
@@ -58,7 +63,7 @@ def _as_bytes(item: object) -> bytes:
         return item.encode("utf-8")
     if isinstance(item, (bytearray, memoryview, np.bytes_)):
         return bytes(item)
-    raise TypeError(f"string tensors hold bytes or str, got {type(item).__name__}")
+    raise TensorError(f"string tensors hold bytes or str, got {type(item).__name__}")
 
 
 def encode_strings(array: np.ndarray) -> tuple[list[bytes], int, int]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import struct
 
+from jaxsaver._errors import InvalidArgumentError
+
 __all__ = ["encode_varint", "decode_varint", "VarintError", "put_fixed32", "get_fixed32"]
 
 
-class VarintError(ValueError):
+class VarintError(InvalidArgumentError):
     """A varint runs past the end of its buffer or is longer than allowed."""
 
 
@@ -19,7 +21,7 @@ def encode_varint(value: int) -> bytes:
         'ac02'
     """
     if value < 0:
-        raise ValueError(f"varint must be non-negative, got {value}")
+        raise VarintError(f"varint must be non-negative, got {value}")
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)

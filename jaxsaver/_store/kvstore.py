@@ -1,8 +1,7 @@
-"""``KvStore``: the :class:`~jaxsaver._storage.Store` interface over any tensorstore kvstore (memory, S3, GCS).
+"""``KvStore``: the :class:`~jaxsaver._store.base.Store` interface over any tensorstore kvstore.
 
-Owned by the object-store work (see :mod:`jaxsaver._object_store` for URLs, specs and retries).
-:func:`jaxsaver._storage.resolve` builds these stores; :mod:`jaxsaver._storage` re-exports
-``KvStore``.
+Memory, S3 and GCS (see :mod:`jaxsaver._store.object_store` for URLs, specs and retries);
+:func:`jaxsaver._store.resolve` builds these stores.
 
 Example:
     >>> store = memory_store()
@@ -18,10 +17,9 @@ import time
 from typing import Any
 
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, StorageError
-from jaxsaver._storage import ObjectWriter, Store
+from jaxsaver._store.base import Capabilities, ObjectWriter, Store
 
 __all__ = ["KvStore", "cached_store", "memory_store"]
-
 
 
 class _KvWriter(ObjectWriter):
@@ -73,7 +71,7 @@ class _KvWriter(ObjectWriter):
 class KvStore(Store):
     """Any tensorstore kvstore (memory, gcs, s3, ...); keys are paths inside its root.
 
-    Every request runs under :class:`jaxsaver._object_store.RetryPolicy` (bounded retries of
+    Every request runs under :class:`jaxsaver._store.object_store.RetryPolicy` (bounded retries of
     transient failures, a deadline per try) and failures become typed jaxsaver errors naming the
     user-facing URL (``s3://bucket/key``).
 
@@ -85,8 +83,6 @@ class KvStore(Store):
         retry: the retry policy (default from the environment).
     """
 
-    atomic_rename = False
-
     def __init__(
         self,
         spec: Any,
@@ -97,7 +93,7 @@ class KvStore(Store):
     ) -> None:
         import tensorstore as ts
 
-        from jaxsaver import _object_store as obj
+        from jaxsaver._store import object_store as obj
 
         self._ts = ts
         self._obj = obj
@@ -114,6 +110,11 @@ class KvStore(Store):
         self.spec: dict[str, Any] = dict(spec) if isinstance(spec, dict) else self._kv.spec().to_json()
         self.driver: str = self.spec.get("driver", "")
         self._written: dict[str, float] = {}  # mtimes of objects this process put
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        """No rename, no directories, no positional files; objects capped at ``max_object_bytes``."""
+        return Capabilities(max_object_bytes=self.max_object_bytes)
 
     def url(self, key: str) -> str:
         return f"{self._scheme}{key}"
@@ -277,7 +278,7 @@ _STORES_LOCK = threading.Lock()
 
 def cached_store(spec: dict[str, Any], scheme: str) -> KvStore:
     """One :class:`KvStore` per spec (per bucket and endpoint) per process."""
-    from jaxsaver._object_store import cache_key
+    from jaxsaver._store.object_store import cache_key
 
     key = cache_key(spec)
     with _STORES_LOCK:

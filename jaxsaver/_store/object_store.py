@@ -1,7 +1,7 @@
-"""Object stores (S3, GCS) for :mod:`jaxsaver._storage`: URLs, kvstore specs, retries, errors.
+"""Object stores (S3, GCS) for :mod:`jaxsaver._store`: URLs, kvstore specs, retries, errors.
 
 Everything here is about *reaching* a bucket; the byte-level interface lives in
-:class:`jaxsaver._kvstore.KvStore`.
+:class:`jaxsaver._store.kvstore.KvStore`.
 
 * ``s3://bucket/dir/model`` -> a tensorstore ``s3`` kvstore for ``bucket``, key ``dir/model``.
   The spec always carries an explicit ``endpoint``, ``aws_region`` and ``aws_credentials``, so
