@@ -35,7 +35,7 @@ from jaxsaver._errors import (
 
 __all__ = ["main"]
 
-class _UsageError(Exception):
+class _UsageError(InvalidArgumentError):
     """A command-line mistake found after parsing (printed with the subcommand's name)."""
 
 
