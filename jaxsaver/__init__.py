@@ -42,6 +42,9 @@ from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
+from jaxsaver._assignment import init_from_checkpoint as init_from_checkpoint
+from jaxsaver._nnx import restore_nnx as restore_nnx
+from jaxsaver._nnx import save_nnx as save_nnx
 
 __version__ = "0.1.0"
 
@@ -76,6 +79,9 @@ __all__ = [
     "meta_graph_filename",
     "remove_checkpoint",
     "restore_as_numpy",
+    "init_from_checkpoint",
+    "restore_nnx",
+    "save_nnx",
     "saveables_from_pytree",
     "sharded_filename",
     "update_checkpoint_state",

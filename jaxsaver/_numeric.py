@@ -84,7 +84,7 @@ def convert_exact(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not bool(np.all(same)):
         bad = array[~same].reshape(-1)[0]
         raise InvalidArgumentError(
-            f"{name}: the checkpoint's {array.dtype} value {bad!r} is not exactly representable in "
+            f"{name}: the checkpoint's {array.dtype} value {bad} is not exactly representable in "
             f"the template's {dtype} (a Python-number or weak-typed template leaf takes any floating "
             "dtype whose values it holds exactly)"
         )

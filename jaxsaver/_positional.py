@@ -37,7 +37,8 @@ def _is_one_leaf(value: Any) -> bool:
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(value, getattr(nnx, "Variable", ())):
         return True
-    return jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value)) and value is not None
+    leaves = jax.tree_util.tree_leaves(value)
+    return len(leaves) == 1 and leaves[0] is value
 
 
 def split_positional(positional: Any, template: Any) -> tuple[Any, Any]:
