@@ -146,8 +146,9 @@ def init_from_checkpoint(ckpt_dir_or_file: Any, assignment_map: Rules, target: A
             + ("\ncheckpoint tensors no rule maps to a leaf:\n" + "\n".join(f"  {n}" for n in unused) if unused else "")
         )
     leaf_names = {s.name for s in saveables}
+    mapped = set(mapping.values())
     left = [ckpt for tree_name, ckpt in mapping.items() if tree_name not in leaf_names]
-    left += [n for n in checkpoint_names if n not in set(mapping.values())]
+    left += [n for n in checkpoint_names if n not in mapped]
     if left:
         logger.info("init_from_checkpoint left %d checkpoint tensor(s) unused: %s", len(left), ", ".join(left))
     renamed = [
