@@ -390,3 +390,15 @@ def test_init_from_checkpoint_rule_errors(tmp_path):
         jaxsaver.init_from_checkpoint(prefix, {re.compile(r"bert/encoder/layer_\d+/kernel"): "w"}, {"w": 1.0})
     with pytest.raises(InvalidArgumentError, match="bias: shape"):
         jaxsaver.init_from_checkpoint(prefix, {"cls/": "head/"}, {"head": {"bias": np.zeros(3, np.float32)}})
+
+
+def test_init_from_checkpoint_root_scope_and_pairs(tmp_path):
+    saved = {"w": np.arange(3, dtype=np.float32), "b": np.float32(2)}
+    prefix = Saver(saved).save(saved, str(tmp_path / "m"))
+    target = {"params": {"w": np.zeros(3, np.float32), "b": np.float32(0)}}
+    out = jaxsaver.init_from_checkpoint(prefix, [("/", "params/")], target)  # every name, under params/
+    assert out["params"]["w"].tobytes() == saved["w"].tobytes() and out["params"]["b"] == 2
+    back = jaxsaver.init_from_checkpoint(prefix, {"/": "/"}, saved)  # the identity
+    assert back["w"].tobytes() == saved["w"].tobytes()
+    with pytest.raises(InvalidArgumentError, match="non-empty checkpoint names"):
+        jaxsaver.init_from_checkpoint(prefix, {3: "w"}, saved)
