@@ -56,6 +56,9 @@ _LAZY = {
     "restore_as_numpy": "jaxsaver.saver",
     "CheckpointManager": "jaxsaver.manager",
     "CheckpointManagerOptions": "jaxsaver.manager",
+    "init_from_checkpoint": "jaxsaver._assignment",
+    "restore_nnx": "jaxsaver._nnx",
+    "save_nnx": "jaxsaver._nnx",
 }
 
 
@@ -105,6 +108,9 @@ __all__ = [
     "meta_graph_filename",
     "remove_checkpoint",
     "restore_as_numpy",
+    "init_from_checkpoint",
+    "restore_nnx",
+    "save_nnx",
     "saveables_from_pytree",
     "sharded_filename",
     "update_checkpoint_state",

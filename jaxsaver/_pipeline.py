@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
+from jaxsaver import _numeric
 from jaxsaver._bundle.merge import commit_merged
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import PartIndex
@@ -354,9 +355,14 @@ def restore(
     reads = [t if s.kind == LeafKind.JAX_ARRAY else None for s, t in zip(saveables, targets)]
     with open_checkpoint(location) as reader:
         builder.check_compatible(reader, saveables, reshape=reshape)
+        # The scalar rule (jaxsaver/_numeric.py): these are read whole and converted exactly.
+        convert = {i for i, s in enumerate(saveables) if reader.dtype(s.name) != s.dtype}
         data = builder.bulk_restore(
-            reader, saveables, restore_sequentially=restore_sequentially, reshape=reshape, shardings=reads,
+            reader, saveables, restore_sequentially=restore_sequentially, reshape=reshape,
+            shardings=[None if i in convert else r for i, r in enumerate(reads)],
         )
+    for i in convert:
+        data[i] = _numeric.convert_exact(saveables[i].name, data[i], saveables[i].dtype)
     leaves = [builder.restore_op(s, d, t) for s, d, t in zip(saveables, data, reads)]
     # A PRNG key's target sharding is that of its key data (one more dimension than the key
     # array): place the data, then wrap it (the keys follow the data's placement).

@@ -27,6 +27,7 @@ from jaxsaver._bundle.merge import merge_bundles
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import BundleWriter, PartIndex
 from jaxsaver._errors import InvalidArgumentError, NotFoundError
+from jaxsaver import _numeric
 from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._sharded_read import BlockReads, aligned_empty
 from jaxsaver._snapshot import Snapshot
@@ -373,7 +374,7 @@ class SaverBuilder:
             stored_code = reader.dtype_code(s.name)
             expected_code = _dtypes.from_numpy(s.dtype)
             stored_shape = reader.shape(s.name)
-            if stored_code != expected_code:
+            if stored_code != expected_code and not _numeric.accepts(s, reader.dtype(s.name)):
                 problems.append(
                     f"{s.name}: dtype: checkpoint has {_dtypes.name_of(stored_code)}, "
                     f"expected {_dtypes.name_of(expected_code)} (tensor_name = {s.name}; expected dtype "

@@ -37,6 +37,7 @@ from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
+from jaxsaver._positional import split_positional
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
 from jaxsaver._format.names import TREE_COLLECTION as TREE_COLLECTION
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
@@ -130,6 +131,8 @@ class Saver:
     Args:
         var_list: what to save: None (every leaf of ``template``), a dict
             ``{checkpoint_name: leaf_or_subtree}``, or a list of leaves/subtrees of ``template``.
+            Without ``template``, any other pytree (a ``TrainState``, ``nnx.State``, dataclass,
+            optax state, nested dict) passed here is the template: ``Saver(state)``.
         template: the pytree whose structure, dtypes and shardings saves and restores follow.
             Without a template or var_list the saver is built from the first value it saves.
         reshape: allow restoring a tensor into a leaf of another shape with as many elements.
@@ -171,6 +174,7 @@ class Saver:
         clock: Callable[[], float] = time.time,
         snapshot: str = "host",
     ) -> None:
+        var_list, template = split_positional(var_list, template)  # Saver(train_state) is its template
         if defer_build and var_list:
             raise InvalidArgumentError(
                 "If `var_list` is provided then build cannot be deferred. "
