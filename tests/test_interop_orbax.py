@@ -68,7 +68,8 @@ def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("orbax")
     out = {}
     plain = _plain_tree()
-    ocp.StandardCheckpointer().save(root / "plain", plain)
+    with ocp.StandardCheckpointer() as standard:  # asynchronous: committed when the block ends
+        standard.save(root / "plain", plain)
     out["plain"] = (root / "plain", plain)
     zarr3 = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_zarr3=True))
     zarr3.save(root / "zarr3", args=ocp.args.PyTreeSave(plain))
@@ -77,7 +78,8 @@ def saved(tmp_path_factory):
     per_leaf.save(root / "per_leaf", args=ocp.args.PyTreeSave(plain))
     out["per_leaf"] = (root / "per_leaf", plain)
     sharded = _sharded_tree()
-    ocp.StandardCheckpointer().save(root / "sharded", sharded)
+    with ocp.StandardCheckpointer() as standard:
+        standard.save(root / "sharded", sharded)
     out["sharded"] = (root / "sharded", jax.tree.map(np.asarray, sharded))
     sharded_z3 = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_zarr3=True))
     sharded_z3.save(root / "sharded_zarr3", args=ocp.args.PyTreeSave(sharded))
