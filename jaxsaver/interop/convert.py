@@ -56,7 +56,7 @@ def from_orbax(orbax_dir: Any, prefix: Any) -> str:
                 writer.add(leaf.name, checkpoint.read_leaf(leaf))  # strings (others raise there)
                 continue
             shape = checkpoint.shape(leaf)
-            if checkpoint.block_shape(leaf) == shape:
+            if 0 in shape or checkpoint.block_shape(leaf) == shape:  # one block: written whole
                 writer.add(leaf.name, checkpoint.read_leaf(leaf))
                 continue
             for index, block in checkpoint.blocks(leaf):

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 _METADATA = "_METADATA"
 _STRINGS = "_strings.json"
+_WINDOW = 4  # blocks read concurrently by one sharded read
 
 
 def _base_spec(path: str) -> Any:
@@ -206,16 +208,29 @@ class OrbaxCheckpoint:
         return self._strings[leaf.param_name]
 
     def read_sharded(self, leaf: OrbaxLeaf, sharding: jax.sharding.Sharding) -> jax.Array:
-        """An array leaf as a ``jax.Array`` laid out by ``sharding``; each distinct block is read
-        once, concurrently, and placed on its devices (nothing else is read)."""
+        """An array leaf as a ``jax.Array`` laid out by ``sharding``.
+
+        Only this process's devices' blocks are read, each distinct block once, at most
+        ``_WINDOW`` at a time (host memory: a few blocks, never the whole array), and each is
+        placed on its devices as soon as it arrives.
+        """
         array, shape = self.array(leaf), self.shape(leaf)
         blocks = unique_indices(sharding, shape)
-        futures = [array[tuple(slice(s, s + n) for s, n in extents)].read() for extents, _ in blocks]
-        per_device = {}
-        for (_, devices), future in zip(blocks, futures):
+        per_device: dict[Any, jax.Array] = {}
+        pending: collections.deque = collections.deque()
+
+        def place() -> None:
+            devices, future = pending.popleft()
             host = self._result(leaf, future)
             for device in devices:
                 per_device[device] = jax.device_put(host, device)
+
+        for extents, devices in blocks:
+            pending.append((devices, array[tuple(slice(s, s + n) for s, n in extents)].read()))
+            if len(pending) >= _WINDOW:
+                place()
+        while pending:
+            place()
         ordered = [per_device[d] for d in sharding.addressable_devices_indices_map(shape)]
         return jax.make_array_from_single_device_arrays(shape, sharding, ordered)
 
