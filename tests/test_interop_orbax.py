@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import jax
@@ -128,6 +129,12 @@ def test_target_mismatches_are_listed(saved):
     assert "emb: dtype: checkpoint has bfloat16, target float32" in str(info.value)
     with pytest.raises(NotFoundError, match="2 target leaves not found .*: deep/er, nope"):
         orbax_reader.read(directory, {"nope": np.zeros(1), "deep": {"er": np.zeros(1)}})
+
+
+def test_a_step_directory_with_one_item_is_read(saved, tmp_path):
+    directory, expected = saved["plain"]
+    shutil.copytree(directory, tmp_path / "12" / "default")  # CheckpointManager's <step>/<item>
+    _assert_tree_bits(orbax_reader.read(tmp_path / "12"), jax.tree.map(np.asarray, expected))
 
 
 def test_not_an_orbax_checkpoint(tmp_path):

@@ -64,6 +64,13 @@ def _base_spec(path: str) -> Any:
     return {"driver": "file", "path": os.path.abspath(local) + "/"}
 
 
+def _open_kvstore(base: Any) -> ts.KvStore:
+    try:
+        return ts.KvStore.open(base).result()
+    except ValueError as err:
+        raise StorageError(f"cannot open {base}: {err}") from None
+
+
 def _read_key(kvstore: ts.KvStore, key: str) -> bytes | None:
     try:
         result = kvstore.read(key.encode()).result()
@@ -88,14 +95,14 @@ class OrbaxCheckpoint:
         path = os.fspath(path)
         self.path = path
         self._base = _base_spec(path)
-        kvstore = ts.KvStore.open(self._base).result()
+        kvstore = _open_kvstore(self._base)
         data = _read_key(kvstore, _METADATA)
         if data is None and isinstance(self._base, dict) and os.path.isdir(path):
             items = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, _METADATA)))
             if len(items) == 1:
                 self.path = os.path.join(path, items[0])
                 self._base = _base_spec(self.path)
-                kvstore = ts.KvStore.open(self._base).result()
+                kvstore = _open_kvstore(self._base)
                 data = _read_key(kvstore, _METADATA)
         if data is None:
             raise CheckpointNotFoundError(
