@@ -241,3 +241,23 @@ def test_object_graph_refuses_names_tf_cannot_reach(tmp_path):
     assert not os.listdir(tmp_path)
     with pytest.raises(jaxsaver.InvalidArgumentError, match="empty part"):
         tf2.build_object_graph([("a//b", "k")])
+
+
+def test_a_hostile_deep_graph_is_refused_not_quadratic():
+    """A chain of 5000 variables would spell 12.5M path parts; the parser stops with DataLossError."""
+    graph = tf2.build_object_graph([("/".join(["n"] * 5000), "k")])
+    for node in graph.nodes[1:]:
+        node.attributes.add(name="VARIABLE_VALUE", checkpoint_key="k")
+    with pytest.raises(DataLossError, match="object paths too long"):
+        tf2.parse_object_graph(graph.SerializeToString())
+
+
+def test_optimizer_slots_are_named_by_variable_and_optimizer_paths():
+    graph = tf2.build_object_graph([("model/w", "model/w/.ATTRIBUTES/VARIABLE_VALUE"), ("opt/iter", "opt/iter/k")])
+    graph.nodes.add().attributes.add(name="VARIABLE_VALUE", checkpoint_key="slot_key")
+    opt_node = next(n for n in graph.nodes if any(c.local_name == "iter" for c in n.children))
+    model_w = next(i for i, n in enumerate(graph.nodes) if any(a.checkpoint_key.startswith("model/w") for a in n.attributes))
+    opt_node.slot_variables.add(original_variable_node_id=model_w, slot_name="momentum",
+                                slot_variable_node_id=len(graph.nodes) - 1)
+    names = tf2.parse_object_graph(graph.SerializeToString())
+    assert names.paths["model/w/.OPTIMIZER_SLOT/opt/momentum"] == "slot_key"

@@ -64,6 +64,7 @@ SAVE_COUNTER = "save_counter"
 SAVE_COUNTER_KEY = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
 _VARIABLE_VALUE = "VARIABLE_VALUE"
 _SLOT = ".OPTIMIZER_SLOT"
+_MAX_PATH_PARTS = 1 << 22  # path parts spelled while parsing one graph, plus 16 per byte of it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,37 +120,59 @@ def parse_object_graph(data: bytes) -> ObjectGraphNames:
             raise DataLossError(f"{OBJECT_GRAPH_KEY}: {where} refers to node {node_id}; the graph has {count}")
         return node_id
 
-    paths: dict[int, tuple[str, ...]] = {0: ()} if count else {}
-    queue = collections.deque(paths)
+    # Parent links only (memory linear in the graph); paths are spelled for variables alone, and
+    # their total length is capped so a hostile graph (a deep chain of variables) cannot make
+    # this quadratic.
+    link: dict[int, tuple[int, str]] = {}
+    reached = {0} if count else set()
+    queue = collections.deque(reached)
     while queue:  # breadth first, as TensorFlow names keys: the first path found is the key's
         parent = queue.popleft()
         for child in nodes[parent].children:
             node_id = check(child.node_id, f"a child of node {parent}")
-            if node_id not in paths:
-                paths[node_id] = paths[parent] + (child.local_name,)
+            if node_id not in reached:
+                reached.add(node_id)
+                link[node_id] = (parent, child.local_name)
                 queue.append(node_id)
+    slots: dict[int, tuple[int, int, str]] = {}
     for optimizer, node in enumerate(nodes):
         for slot in node.slot_variables:
             original = check(slot.original_variable_node_id, f"a slot of node {optimizer}")
             slot_id = check(slot.slot_variable_node_id, f"a slot of node {optimizer}")
-            if original in paths and optimizer in paths and slot_id not in paths:
-                paths[slot_id] = paths[original] + (_SLOT,) + paths[optimizer] + (slot.slot_name,)
+            if original in reached and optimizer in reached and slot_id not in reached:
+                slots.setdefault(slot_id, (original, optimizer, slot.slot_name))
+    budget = [_MAX_PATH_PARTS + 16 * len(data)]
+
+    def parts(node_id: int) -> list[str]:
+        out = []
+        while node_id in link:
+            node_id, name = link[node_id]
+            out.append(name)
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise DataLossError(f"{OBJECT_GRAPH_KEY}: object paths too long for a graph of {count} nodes")
+        return out[::-1]
+
+    def path_of(node_id: int) -> str:
+        if node_id in slots:
+            original, optimizer, slot_name = slots[node_id]
+            return "/".join([*parts(original), _SLOT, *parts(optimizer), slot_name])
+        return "/".join(parts(node_id))
+
     by_path: dict[str, str] = {}
-    by_full: dict[str, list[str]] = {}
+    by_full: dict[str, dict[str, None]] = {}
     keys: list[str] = []
     for node_id, node in enumerate(nodes):
         for attribute in node.attributes:
             key = attribute.checkpoint_key
             keys.append(key)
-            if attribute.name == _VARIABLE_VALUE and paths.get(node_id):
-                by_path["/".join(paths[node_id])] = key
+            if attribute.name == _VARIABLE_VALUE and (node_id in link or node_id in slots):
+                by_path[path_of(node_id)] = key
             if attribute.full_name:
-                found = by_full.setdefault(attribute.full_name, [])
-                if key not in found:
-                    found.append(key)
+                by_full.setdefault(attribute.full_name, {})[key] = None
     return ObjectGraphNames(
         paths=by_path,
-        full_names={name: found[0] for name, found in by_full.items() if len(found) == 1},
+        full_names={name: next(iter(found)) for name, found in by_full.items() if len(found) == 1},
         ambiguous={name: tuple(found) for name, found in by_full.items() if len(found) > 1},
         keys=tuple(keys),
     )
