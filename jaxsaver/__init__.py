@@ -42,6 +42,7 @@ from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
+from jaxsaver.manager import CheckpointManager as CheckpointManager, CheckpointManagerOptions as CheckpointManagerOptions
 
 __version__ = "0.1.0"
 
@@ -92,4 +93,5 @@ __all__ = [
     "StorageError",
     "UnimplementedError",
     "merge_bundles",
+    "CheckpointManager", "CheckpointManagerOptions",
 ]
