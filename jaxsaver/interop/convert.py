@@ -24,13 +24,14 @@ from jaxsaver._bundle.writer import BundleWriter
 from jaxsaver._errors import FailedPreconditionError, UnimplementedError
 from jaxsaver.interop._orbax_layout import ARRAY_TYPES, EMPTY_TYPES
 from jaxsaver.interop.orbax import OrbaxCheckpoint
+from jaxsaver.typing import PathLike
 
 __all__ = ["from_orbax", "to_orbax"]
 
 logger = logging.getLogger(__name__)
 
 
-def from_orbax(orbax_dir: Any, prefix: Any) -> str:
+def from_orbax(orbax_dir: PathLike, prefix: PathLike) -> str:
     """Writes an orbax checkpoint as a bundle at ``prefix``; returns the prefix.
 
     Array leaves keep their dtype, shape and bits; scalars become 0-d tensors; strings DT_STRING
@@ -67,7 +68,7 @@ def from_orbax(orbax_dir: Any, prefix: Any) -> str:
     return location.path
 
 
-def to_orbax(prefix: Any, orbax_dir: Any) -> str:
+def to_orbax(prefix: PathLike, orbax_dir: PathLike) -> str:
     """Writes a bundle (a prefix or a directory) as an orbax PyTree checkpoint; needs orbax.
 
     The tree nests names on ``/`` as :func:`jaxsaver.restore_as_numpy` does; scalar strings

@@ -37,6 +37,7 @@ from jaxsaver._errors import (
     StorageError,
 )
 from jaxsaver._sharding import unique_indices
+from jaxsaver.typing import PathLike, PyTree
 from jaxsaver.interop._orbax_layout import (
     ARRAY_TYPES,
     EMPTY_TYPES,
@@ -91,7 +92,7 @@ class OrbaxCheckpoint:
         DataLossError: ``_METADATA`` is malformed.
     """
 
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: PathLike) -> None:
         path = os.fspath(path)
         self.path = path
         self._base = _base_spec(path)
@@ -246,7 +247,7 @@ def _target_leaf(x: Any) -> bool:
     return isinstance(x, (jax.ShapeDtypeStruct, jax.Array, np.ndarray, np.generic))
 
 
-def read(path: Any, target: Any = None) -> Any:
+def read(path: PathLike, target: PyTree | None = None) -> PyTree:
     """Reads an orbax PyTree checkpoint.
 
     Args:

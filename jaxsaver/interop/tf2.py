@@ -34,6 +34,7 @@ from google.protobuf.message import DecodeError
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError, NotFoundError
 from jaxsaver._proto.trackable_object_graph_pb2 import TrackableObjectGraph
 from jaxsaver.saveables import Saveable, saveables_from_pytree
+from jaxsaver.typing import PathLike, PyTree
 
 if TYPE_CHECKING:
     from jaxsaver.builder import SaverBuilder
@@ -178,7 +179,7 @@ def parse_object_graph(data: bytes) -> ObjectGraphNames:
     )
 
 
-def read_object_graph(checkpoint_path: Any) -> ObjectGraphNames:
+def read_object_graph(checkpoint_path: PathLike) -> ObjectGraphNames:
     """The object graph of a checkpoint (a prefix or a directory).
 
     Raises:
@@ -200,7 +201,7 @@ def read_object_graph(checkpoint_path: Any) -> ObjectGraphNames:
     return parse_object_graph(np.asarray(value).item())
 
 
-def object_graph_key_mapping(checkpoint_path: Any) -> dict[str, str]:
+def object_graph_key_mapping(checkpoint_path: PathLike) -> dict[str, str]:
     """The seed's ``object_graph_key_mapping``: names (object paths and full names) → keys.
 
     Raises:
@@ -260,7 +261,7 @@ def _renamed(saveable: Saveable, name: str) -> Saveable:
     return dataclasses.replace(saveable, name=name, specs=specs, tree_name=saveable.key)
 
 
-def object_based_saveables(saveables: Sequence[Saveable], save_path: Any, error: NotFoundError) -> tuple[Saveable, ...]:
+def object_based_saveables(saveables: Sequence[Saveable], save_path: PathLike, error: NotFoundError) -> tuple[Saveable, ...]:
     """The restore fallback of :class:`jaxsaver.Saver`: the saveables renamed by the object graph.
 
     Re-raises ``error`` (the missing keys) when the checkpoint is not object-based.
@@ -287,10 +288,10 @@ def object_based_saveables(saveables: Sequence[Saveable], save_path: Any, error:
 
 
 def saver_from_object_based_checkpoint(
-    checkpoint_path: Any,
-    var_list: Any = None,
+    checkpoint_path: PathLike,
+    var_list: PyTree | None = None,
     *,
-    template: Any = None,
+    template: PyTree | None = None,
     builder: SaverBuilder | None = None,
     names_to_keys: Mapping[str, str] | None = None,
 ) -> Saver:
