@@ -36,6 +36,9 @@ class SaverOptions:
     """Write relative paths into the ``checkpoint`` state file."""
     filename: str | None = None
     """The default checkpoint prefix of the graph's filename placeholder."""
+    object_graph: bool = False
+    """Also write a TF2 ``TrackableObjectGraph`` (and ``save_counter``) so that
+    ``tf.train.Checkpoint`` restores the checkpoint into a ``tf.Module`` tree of the same shape."""
     snapshot: str = "host"
     """How an asynchronous save holds its bytes once it returns: ``"host"`` (fresh host copies;
     host memory = the bytes saved) or ``"device"`` (on-device copies streamed to host through a

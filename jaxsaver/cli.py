@@ -1,4 +1,4 @@
-"""The ``jaxsaver`` command: inspect (TensorFlow's inspect_checkpoint, same output), ls, tree, verify, diff, stats, demo.
+"""The ``jaxsaver`` command: inspect (TensorFlow's inspect_checkpoint, same output), ls, tree, verify, diff, stats, convert, demo.
 
 Exit codes: 0 success; 1 ``verify`` found corruption, ``diff`` found differences, or
 ``inspect --tensor_name`` named a tensor the checkpoint lacks (TensorFlow's text, printed as its
@@ -9,6 +9,7 @@ Example:
     $ jaxsaver inspect ckpt/model-3
     $ jaxsaver inspect ckpt/model-3 --tensor_name params/w
     $ jaxsaver ls ckpt && jaxsaver verify ckpt && jaxsaver diff ckpt/model-2 ckpt/model-3 --json
+    $ jaxsaver convert --from-orbax orbax_ckpt/10/default tf_ckpt/model-10
 """
 
 from __future__ import annotations
@@ -362,6 +363,17 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from jaxsaver.interop import convert
+
+    written = convert.from_orbax(args.src, args.dst) if args.from_orbax else convert.to_orbax(args.src, args.dst)
+    if args.json:
+        _print_json({"from": args.src, "to": written, "format": "bundle" if args.from_orbax else "orbax"})
+    else:
+        print(written)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxsaver.demo import main as demo_main
 
@@ -414,6 +426,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", help=_PATH_HELP)
     p.add_argument("names", nargs="*", help="tensor names (default: every numeric tensor)")
     p.set_defaults(handler=_cmd_stats)
+
+    p = sub.add_parser("convert", help="orbax checkpoint -> bundle (--from-orbax DIR PREFIX), or back (--to-orbax)")
+    direction = p.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from-orbax", action="store_true", help="SRC is an orbax checkpoint, DST a prefix")
+    direction.add_argument("--to-orbax", action="store_true", help="SRC is a checkpoint, DST an orbax directory")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.set_defaults(handler=_cmd_convert)
 
     p = sub.add_parser("demo", help="train a small Flax model, save, inspect and restore it")
     p.add_argument("--dir", metavar="DIRECTORY",

@@ -38,7 +38,7 @@ from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._positional import split_positional
-from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
+from jaxsaver._errors import CheckpointNotFoundError, FailedPreconditionError, InvalidArgumentError, NotFoundError
 from jaxsaver._format.names import TREE_COLLECTION as TREE_COLLECTION
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
@@ -151,6 +151,8 @@ class Saver:
         clock: the time source (seconds since the epoch), for retention decisions.
         snapshot: how asynchronous saves (``save(..., blocking=False)``) hold their bytes:
             ``"host"`` or ``"device"`` (see :class:`SaverOptions`).
+        object_graph: also write TF2's object graph, for ``tf.train.Checkpoint`` (see
+            :mod:`jaxsaver.interop.tf2`).
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class Saver:
         filename: str | None = None,
         clock: Callable[[], float] = time.time,
         snapshot: str = "host",
+        object_graph: bool = False,
     ) -> None:
         var_list, template = split_positional(var_list, template)  # Saver(train_state) is its template
         if defer_build and var_list:
@@ -189,7 +192,7 @@ class Saver:
             keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours, name=name,
             restore_sequentially=restore_sequentially, allow_empty=allow_empty,
             pad_step_number=pad_step_number, save_relative_paths=save_relative_paths, filename=filename,
-            snapshot=snapshot,
+            snapshot=snapshot, object_graph=object_graph,
         )
         self._builder = builder
         self._defer_build = defer_build
@@ -389,8 +392,13 @@ class Saver:
         # A saver built from a template (or its first values) writes every leaf it is given or
         # refuses: extra leaves are listed, never dropped. A var_list saver saves a subset.
         leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
+        saveables = self._saveables
+        if self.options.object_graph:
+            from jaxsaver.interop.tf2 import with_object_graph
+
+            saveables, leaves = with_object_graph(saveables, leaves, None if global_step is None else step)
         plan, source = _pipeline.snapshot(
-            self._builder, self._saveables, leaves, location,
+            self._builder, saveables, leaves, location,
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
@@ -490,12 +498,23 @@ class Saver:
             target_leaves = flatten_values(target, saveables)
             saveables = tuple(s.for_leaf(leaf) for s, leaf in zip(saveables, target_leaves))
             shardings = [_target_sharding(s, leaf) for s, leaf in zip(saveables, target_leaves)]
-        leaves = _pipeline.restore(
-            self._builder, saveables, save_path, reshape=self.options.reshape,
-            restore_sequentially=self.options.restore_sequentially, shardings=shardings,
-        )
+        try:
+            leaves = _pipeline.restore(
+                self._builder, saveables, save_path, reshape=self.options.reshape,
+                restore_sequentially=self.options.restore_sequentially, shardings=shardings,
+            )
+        except NotFoundError as err:  # the seed's fallback: an object-based (TF2) checkpoint?
+            if isinstance(err, CheckpointNotFoundError):
+                raise
+            from jaxsaver.interop.tf2 import object_based_saveables
+
+            saveables = object_based_saveables(saveables, save_path, err)
+            leaves = _pipeline.restore(
+                self._builder, saveables, save_path, reshape=self.options.reshape,
+                restore_sequentially=self.options.restore_sequentially, shardings=shardings,
+            )
         if tree is None:
-            return {s.name: leaf for s, leaf in zip(saveables, leaves)}
+            return {s.key: leaf for s, leaf in zip(saveables, leaves)}
         return unflatten_like(tree, saveables, {s.key: leaf for s, leaf in zip(saveables, leaves)})
 
     # ------------------------------------------------------------------ display
