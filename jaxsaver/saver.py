@@ -394,7 +394,7 @@ class Saver:
         leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
         saveables = self._saveables
         if self.options.object_graph:
-            from jaxsaver.interop.tf2 import with_object_graph
+            from jaxsaver.interop._object_graph import with_object_graph
 
             saveables, leaves = with_object_graph(saveables, leaves, None if global_step is None else step)
         plan, source = _pipeline.snapshot(
@@ -506,7 +506,7 @@ class Saver:
         except NotFoundError as err:  # the seed's fallback: an object-based (TF2) checkpoint?
             if isinstance(err, CheckpointNotFoundError):
                 raise
-            from jaxsaver.interop.tf2 import object_based_saveables
+            from jaxsaver.interop._object_graph import object_based_saveables
 
             saveables = object_based_saveables(saveables, save_path, err)
             leaves = _pipeline.restore(
