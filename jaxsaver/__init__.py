@@ -42,6 +42,7 @@ from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
+from jaxsaver.meta_graph import ExportedFunction, MetaGraph, MetaInfo, export_meta_graph, import_meta_graph  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -92,4 +93,5 @@ __all__ = [
     "StorageError",
     "UnimplementedError",
     "merge_bundles",
+    "ExportedFunction", "MetaGraph", "MetaInfo", "export_meta_graph", "import_meta_graph",
 ]
