@@ -39,6 +39,7 @@ from google.protobuf import text_format
 
 from jaxsaver import _meta_codec as codec
 from jaxsaver import _treedef_codec as trees
+from jaxsaver._meta_display import parse_meta_graph
 from jaxsaver._errors import DataLossError, InvalidArgumentError, UnimplementedError
 from jaxsaver._format.crc import crc32c
 from jaxsaver._proto import meta_graph_pb2
@@ -230,11 +231,11 @@ def _aval_defs(avals: Any) -> tuple[meta_graph_pb2.AvalDef, ...]:
 def _signature(function: ExportedFunction) -> meta_graph_pb2.SignatureDef:
     """TensorFlow's view of a function: its leaves by name, with dtypes and shapes."""
     out = meta_graph_pb2.SignatureDef(method_name=_METHOD_NAME)
-    for target, tree, avals in ((out.inputs, function.in_tree, function.in_aval_defs),
-                                (out.outputs, function.out_tree, function.out_aval_defs)):
+    for target, tree, avals, bare in ((out.inputs, function.in_tree, function.in_aval_defs, "input"),
+                                      (out.outputs, function.out_tree, function.out_aval_defs, "output")):
         names = trees.leaf_names(tree)
         for index, (name, aval) in enumerate(zip(names, avals)):
-            key = name or str(index)
+            key = name or bare  # a tree that is one leaf
             if key in target:
                 key = f"{key}#{index}"
             target[key].CopyFrom(codec.tensor_info(key, aval))
@@ -400,27 +401,7 @@ def _read(meta_graph_or_file: Any) -> tuple[meta_graph_pb2.MetaGraphDef, str]:
     filename = os.fspath(meta_graph_or_file)
     store, key = resolve(filename)
     data = store.read(key)
-    return parse(data, filename), filename
-
-
-def parse(data: bytes, filename: str = "<bytes>") -> meta_graph_pb2.MetaGraphDef:
-    """A ``MetaGraphDef`` from binary or text bytes (``DataLossError`` naming ``filename`` if neither)."""
-    meta = meta_graph_pb2.MetaGraphDef()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and text.strip():
-        try:
-            text_format.Parse(text, meta)
-            return meta
-        except text_format.ParseError:
-            meta.Clear()
-    try:
-        meta.ParseFromString(data)
-    except _message.DecodeError as err:
-        raise DataLossError(f"{filename} is not a MetaGraphDef (binary or text): {err}") from None
-    return meta
+    return parse_meta_graph(data, filename), filename
 
 
 def _jax_info(meta: meta_graph_pb2.MetaGraphDef, where: str) -> meta_graph_pb2.JaxMetaGraph | None:
