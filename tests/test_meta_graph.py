@@ -373,3 +373,22 @@ def test_treedef_codec_round_trips_and_refuses_malformed_structures():
         trees.decode(broken, leaves)
     with pytest.raises(jaxsaver.DataLossError, match="leaves"):
         trees.decode(proto, leaves[:-1])
+
+
+def test_version_1_files_import_as_a_numpy_saver(tmp_path):
+    """A .meta from before format 2 (SaverDef + JSON leaves) still imports."""
+    import json
+
+    tree, saver = _small_saver()
+    prefix = saver.save(tree, str(tmp_path / "m"), write_meta_graph=False)
+    old = meta_graph_pb2.MetaGraphDef()
+    old.meta_info_def.meta_graph_version = "jaxsaver-1"
+    old.meta_info_def.tags.append("jaxsaver")
+    old.saver_def.CopyFrom(saver.saver_def)
+    old.collection_def["jaxsaver_tree"].bytes_list.value.append(json.dumps({"leaves": []}).encode())
+    pathlib.Path(prefix + ".meta").write_bytes(old.SerializeToString())
+    saver2, graph = jaxsaver.import_meta_graph(prefix + ".meta")
+    assert graph.meta_info.format_version == 1 and graph.template is None and graph.collections == {}
+    restored = saver2.restore(prefix)
+    np.testing.assert_array_equal(restored["params"]["w"], tree["params"]["w"])
+    assert restored["name"] == b"run"
