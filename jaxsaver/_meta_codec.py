@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
     "tensor_info",
 ]
 
+logger = logging.getLogger(__name__)
+
 _DTYPES: dict[str, np.dtype] = {str(dt): dt for dt in _dtypes._CODE_TO_NUMPY.values()}
 _KINDS = {kind.value: kind for kind in LeafKind}
 
@@ -51,7 +54,7 @@ def dtype_from_name(name: str, what: str) -> np.dtype:
 
 def _shape(dims: Sequence[int], what: str) -> tuple[int, ...]:
     shape = tuple(int(d) for d in dims)
-    if any(d < 0 for d in shape) or len(shape) > 64:
+    if any(d < 0 for d in shape) or len(shape) > 64 or math.prod(shape) >= 2**62:
         raise DataLossError(f"{what}: malformed shape {list(shape)}.")
     return shape
 
@@ -62,8 +65,9 @@ def _shape(dims: Sequence[int], what: str) -> tuple[int, ...]:
 def sharding_to_proto(sharding: Any, what: str) -> meta_graph_pb2.ShardingDef | None:
     """A ``NamedSharding`` as mesh axes + PartitionSpec, a single-device sharding as its device id.
 
-    Raises:
-        InvalidArgumentError: another kind of sharding (it has no portable description).
+    Another kind of sharding (``PmapSharding``, ...) has no portable description: it is not
+    recorded (the leaf restores onto the default device unless a target says otherwise) and a
+    warning names the leaf, so that a save's ``.meta`` never fails a save that works.
     """
     if sharding is None:
         return None
@@ -87,10 +91,11 @@ def sharding_to_proto(sharding: Any, what: str) -> meta_graph_pb2.ShardingDef | 
     if isinstance(sharding, jax.sharding.SingleDeviceSharding):
         out.device_id = int(next(iter(sharding.device_set)).id)
         return out
-    raise InvalidArgumentError(
-        f"{what}: cannot record a {type(sharding).__name__}; only NamedSharding (mesh + PartitionSpec) "
-        "and single-device shardings are portable. Export with clear_devices=True to drop shardings."
+    logger.warning(
+        "%s: a %s is not recorded in the .meta; only NamedSharding (mesh + PartitionSpec) and single-device "
+        "shardings are portable (export with clear_devices=True to record none).", what, type(sharding).__name__,
     )
+    return None
 
 
 def sharding_from_proto(proto: meta_graph_pb2.ShardingDef, what: str) -> Any:
@@ -118,7 +123,8 @@ def sharding_from_proto(proto: meta_graph_pb2.ShardingDef, what: str) -> Any:
         raise DataLossError(f"{what}: a sharding with neither a mesh nor a device.")
     mesh = proto.mesh
     sizes = [int(s) for s in mesh.axis_sizes]
-    if len(sizes) != len(mesh.axis_names) or any(s <= 0 for s in sizes) or math.prod(sizes) != len(mesh.device_ids):
+    if (len(sizes) != len(mesh.axis_names) or any(s <= 0 for s in sizes) or math.prod(sizes) != len(mesh.device_ids)
+            or len(set(mesh.device_ids)) != len(mesh.device_ids)):
         raise DataLossError(f"{what}: malformed mesh {list(mesh.axis_names)} {sizes} over {len(mesh.device_ids)} devices.")
     grid = np.array([device(i) for i in mesh.device_ids], dtype=object).reshape(sizes)
     kwargs = {}
@@ -128,7 +134,10 @@ def sharding_from_proto(proto: meta_graph_pb2.ShardingDef, what: str) -> Any:
             kwargs["axis_types"] = tuple(types[t] for t in mesh.axis_types)
         except KeyError:
             raise DataLossError(f"{what}: unknown mesh axis types {list(mesh.axis_types)}.") from None
-    built = jax.sharding.Mesh(grid, tuple(mesh.axis_names), **kwargs)
+    try:
+        built = jax.sharding.Mesh(grid, tuple(mesh.axis_names), **kwargs)
+    except (ValueError, TypeError) as err:
+        raise DataLossError(f"{what}: malformed mesh: {err}") from None
     spec = []
     for dim in proto.spec:
         if dim.unconstrained:

@@ -44,7 +44,7 @@ from jaxsaver._errors import DataLossError, InvalidArgumentError, UnimplementedE
 from jaxsaver._format.crc import crc32c
 from jaxsaver._proto import meta_graph_pb2
 from jaxsaver._storage import resolve
-from jaxsaver.saveables import Saveable
+from jaxsaver.saveables import Saveable, saveables_from_pytree
 from jaxsaver.saver import Saver
 
 __all__ = ["ExportedFunction", "FORMAT_VERSION", "MetaGraph", "MetaInfo", "export_meta_graph", "import_meta_graph"]
@@ -308,11 +308,8 @@ def _saver_parts(meta: meta_graph_pb2.MetaGraphDef, info: meta_graph_pb2.JaxMeta
         return exported
     leaves = jax.tree_util.tree_leaves(template)
     if export_scope:
-        full_names = [n for n in trees.leaf_names(trees.encode(template))]
         prefix = export_scope + "/"
-        leaves = [leaf for n, leaf in zip(full_names, leaves) if n.startswith(prefix)]
-    from jaxsaver.saveables import saveables_from_pytree
-
+        leaves = [leaf for n, leaf in zip(trees.leaf_names(trees.encode(template)), leaves) if n.startswith(prefix)]
     for name, leaf in zip(names, leaves):
         if name in by_tree_name:
             continue

@@ -392,3 +392,35 @@ def test_version_1_files_import_as_a_numpy_saver(tmp_path):
     restored = saver2.restore(prefix)
     np.testing.assert_array_equal(restored["params"]["w"], tree["params"]["w"])
     assert restored["name"] == b"run"
+
+
+def test_shardings_that_name_missing_devices_or_are_malformed_are_refused(tmp_path):
+    _, saver = _small_saver()
+    path = tmp_path / "m.meta"
+    saver.export_meta_graph(str(path))
+
+    def far_device(meta, info):
+        info.saveables[0].sharding.device_id = 4096
+
+    _rewrite(path, far_device)
+    with pytest.raises(jaxsaver.InvalidArgumentError, match="device 4096.*clear_devices=True"):
+        jaxsaver.import_meta_graph(str(path))
+    saver2, graph = jaxsaver.import_meta_graph(str(path), clear_devices=True)
+    assert all(getattr(leaf, "sharding", None) is None for leaf in jax.tree_util.tree_leaves(graph.template))
+
+    def bad_mesh(meta, info):
+        sharding = info.saveables[0].sharding
+        sharding.mesh.axis_names.extend(["x"])
+        sharding.mesh.axis_sizes.extend([2])
+        sharding.mesh.device_ids.extend([0, 0])
+
+    _rewrite(path, bad_mesh)
+    with pytest.raises(jaxsaver.DataLossError, match="malformed mesh"):
+        jaxsaver.import_meta_graph(str(path))
+
+    def huge(meta, info):
+        info.saveables[0].shape[:] = [2**40, 2**40]
+
+    _rewrite(path, huge)
+    with pytest.raises(jaxsaver.DataLossError, match="malformed shape"):
+        jaxsaver.import_meta_graph(str(path), clear_devices=True)
