@@ -506,7 +506,7 @@ class Saver:
         ``functions`` are exported now (``(jitted_fn, example_args)`` pairs go through
         ``jax.export`` once), so each save only writes their bytes.
         """
-        from jaxsaver.meta_graph import as_exported_function
+        from jaxsaver._meta_export import as_exported_function
 
         self._meta_graph = {
             "functions": {name: as_exported_function(name, fn) for name, fn in (functions or {}).items()},
@@ -527,7 +527,7 @@ class Saver:
     ) -> meta_graph_pb2.MetaGraphDef:
         """A ``MetaGraphDef`` of this saver (and the functions, collections and info given here or
         to :meth:`set_meta_graph`); written if ``filename``. See :func:`jaxsaver.export_meta_graph`."""
-        from jaxsaver.meta_graph import export_meta_graph
+        from jaxsaver._meta_export import export_meta_graph
 
         parts = dict(self._meta_graph)
         for key, value in (("functions", functions), ("collection_list", collection_list),

@@ -227,7 +227,7 @@ def test_import_runs_no_code_from_the_file(tmp_path):
     saver2, graph = jaxsaver.import_meta_graph(str(path))
     assert "jaxsaver_test_never_imported" not in sys.modules
     assert isinstance(graph.template, dict) and set(graph.template) == {"name", "params", "step"}
-    for module in ("jaxsaver/meta_graph.py", "jaxsaver/_meta_codec.py", "jaxsaver/_treedef_codec.py",
+    for module in ("jaxsaver/meta_graph.py", "jaxsaver/_meta_export.py", "jaxsaver/_meta_codec.py", "jaxsaver/_treedef_codec.py",
                    "jaxsaver/_meta_display.py"):
         source = (TESTS.parent / module).read_text()
         import re
