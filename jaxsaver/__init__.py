@@ -59,6 +59,11 @@ _LAZY = {
     "init_from_checkpoint": "jaxsaver._assignment",
     "restore_nnx": "jaxsaver._nnx",
     "save_nnx": "jaxsaver._nnx",
+    "ExportedFunction": "jaxsaver.meta_graph",
+    "MetaGraph": "jaxsaver.meta_graph",
+    "MetaInfo": "jaxsaver.meta_graph",
+    "export_meta_graph": "jaxsaver.meta_graph",
+    "import_meta_graph": "jaxsaver.meta_graph",
 }
 
 
@@ -128,4 +133,5 @@ __all__ = [
     "UnimplementedError",
     "merge_bundles",
     "CheckpointManager", "CheckpointManagerOptions",
+    "ExportedFunction", "MetaGraph", "MetaInfo", "export_meta_graph", "import_meta_graph",
 ]

@@ -1,4 +1,4 @@
-"""The ``jaxsaver`` command: inspect (TensorFlow's inspect_checkpoint, same output), ls, tree, verify, diff, stats, convert, demo.
+"""The ``jaxsaver`` command: inspect (TensorFlow's inspect_checkpoint, same output), ls, tree, meta, verify, diff, stats, convert, demo.
 
 Exit codes: 0 success; 1 ``verify`` found corruption, ``diff`` found differences, or
 ``inspect --tensor_name`` named a tensor the checkpoint lacks (TensorFlow's text, printed as its
@@ -283,6 +283,21 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_meta(args: argparse.Namespace) -> int:
+    from jaxsaver._meta_display import parse_meta_graph, summary
+    from jaxsaver._store import resolve
+    from jaxsaver.inspect import meta_graph_text
+
+    path = args.path if args.path.endswith(".meta") else args.path + ".meta"
+    store, key = resolve(path)
+    meta = parse_meta_graph(store.read(key), path)
+    if args.json:
+        _print_json({"path": path, **summary(meta)})
+    else:
+        print(meta_graph_text(meta))
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     if not args.all:
         return _verify_one(args.path, as_json=args.json)
@@ -410,6 +425,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", help=_PATH_HELP)
     p.add_argument("--no-meta", action="store_true", help="ignore the structure stored in PREFIX.meta")
     p.set_defaults(handler=_cmd_tree)
+
+    p = sub.add_parser("meta", help="a .meta file's versions, saver, tree and exported function signatures")
+    p.add_argument("path", help="FILE.meta, or a checkpoint prefix (its .meta)")
+    p.set_defaults(handler=_cmd_meta)
 
     p = sub.add_parser("verify", help="read every tensor and check every checksum")
     p.add_argument("path", help=_PATH_HELP)

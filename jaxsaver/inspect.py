@@ -180,7 +180,16 @@ def _default_path(name: str) -> list[str]:
 
 
 def tree_description(meta: Any) -> dict | None:
-    """The JSON tree description a jaxsaver ``Saver`` stores in a ``MetaGraphDef`` (or None)."""
+    """The tree description a jaxsaver ``Saver`` stores in a ``MetaGraphDef`` (or None).
+
+    Format 2 records saveables and tree in ``meta_info_def.any_info``; format 1 a JSON list in
+    ``collection_def["jaxsaver_tree"]``.
+    """
+    from jaxsaver._meta_display import leaves_description
+
+    described = leaves_description(meta)
+    if described is not None:
+        return described
     if _TREE_COLLECTION not in meta.collection_def:
         return None
     values = meta.collection_def[_TREE_COLLECTION].bytes_list.value
@@ -422,14 +431,25 @@ def _meta_root(meta: Any) -> TreeNode:
 
 
 def meta_graph_text(meta: Any) -> str:
-    """A terminal view of a ``MetaGraphDef`` written by ``Saver.export_meta_graph``."""
-    return "MetaGraphDef " + tree_text(_meta_root(meta))
+    """A terminal view of a ``MetaGraphDef``: versions, the saver's tree, the exported signatures."""
+    from jaxsaver._meta_display import signature_lines, version_lines
+
+    lines = ["MetaGraphDef " + tree_text(_meta_root(meta))] + version_lines(meta)
+    signatures = signature_lines(meta)
+    if signatures:
+        lines += ["signatures:"] + ["  " + line for line in signatures]
+    return "\n".join(lines)
 
 
 def meta_graph_html(meta: Any) -> str:
-    """Notebook HTML for a ``MetaGraphDef``: SaverDef settings and the stored tree's leaves."""
-    tags = ", ".join(meta.meta_info_def.tags)
-    extra = f"<div class='jxs-muted'>tags: {escape(tags)}</div>" if tags else ""
+    """Notebook HTML for a ``MetaGraphDef``: versions, SaverDef settings, the tree's leaves, signatures."""
+    from jaxsaver._meta_display import signature_lines, version_lines
+
+    extra = "".join(f"<div class='jxs-muted'>{escape(line)}</div>" for line in version_lines(meta))
+    signatures = signature_lines(meta)
+    if signatures:
+        extra += ("<details open><summary><b>signatures</b></summary><pre>"
+                  + escape("\n".join(signatures)) + "</pre></details>")
     return tree_html(_meta_root(meta), kind="MetaGraphDef", extra=extra)
 
 

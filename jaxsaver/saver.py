@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -39,7 +38,6 @@ from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._positional import split_positional
 from jaxsaver._errors import CheckpointNotFoundError, FailedPreconditionError, InvalidArgumentError, NotFoundError
-from jaxsaver._format.names import TREE_COLLECTION as TREE_COLLECTION
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
 from jaxsaver.checkpoint_management import (
@@ -195,6 +193,7 @@ class Saver:
             snapshot=snapshot, object_graph=object_graph,
         )
         self._builder = builder
+        self._meta_graph: dict[str, Any] = {}
         self._defer_build = defer_build
         self._background = BackgroundWriter(name or "save")
         self._clock = clock
@@ -238,9 +237,7 @@ class Saver:
             return
         if template is not None:
             self._template = template
-        saveables = tuple(saveables_from_pytree(self._template, self._var_list)) if (
-            self._template is not None or self._var_list is not None
-        ) else ()
+        saveables = self._collect_saveables()
         if not saveables:
             if self.options.allow_empty:
                 self._is_empty = True
@@ -259,6 +256,12 @@ class Saver:
             self.saver_def = built_def
         self._is_built = True
         self._retention = initial_state(self._policy(), self._clock())
+
+    def _collect_saveables(self) -> tuple[Saveable, ...]:
+        """The saveables of the template and var_list (a saver from a ``.meta`` has them recorded)."""
+        if self._template is None and self._var_list is None:
+            return ()
+        return tuple(saveables_from_pytree(self._template, self._var_list))
 
     @property
     def graph(self) -> SaverGraph | None:
@@ -531,30 +534,40 @@ class Saver:
 
     # ------------------------------------------------------------------ meta graph
 
-    def export_meta_graph(self, filename: PathLike | None = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
-        """A ``MetaGraphDef`` holding the ``SaverDef`` and the tree's leaves; written if ``filename``."""
-        meta = meta_graph_pb2.MetaGraphDef()
-        meta.meta_info_def.meta_graph_version = "jaxsaver-1"
-        meta.meta_info_def.tags.append("jaxsaver")
-        saver_def = self.to_proto(export_scope)
-        if saver_def is not None:
-            meta.saver_def.CopyFrom(saver_def)
-        leaves = [
-            {
-                "name": s.name,
-                "path": jax.tree_util.keystr(s.path),
-                "kind": s.kind.value,
-                "dtype": str(s.dtype),
-                "shape": list(s.shape),
-                "prng_impl": s.prng_impl,
-            }
-            for s in self._saveables
-        ]
-        tree = {"leaves": leaves}
-        if self._template is not None:
-            tree["treedef"] = str(jax.tree_util.tree_structure(self._template))
-        meta.collection_def[TREE_COLLECTION].bytes_list.value.append(json.dumps(tree).encode())
-        if filename is not None:
-            store, key = resolve(filename)
-            store.write(key, meta.SerializeToString())
-        return meta
+    def set_meta_graph(self, *, functions: Any = None, collection_list: Any = None, meta_info_def: Any = None) -> None:
+        """What the ``.meta`` of every later save carries besides the saver (see :func:`export_meta_graph`).
+
+        ``functions`` are exported now (``(jitted_fn, example_args)`` pairs go through
+        ``jax.export`` once), so each save only writes their bytes.
+        """
+        from jaxsaver._meta_export import as_exported_function
+
+        self._meta_graph = {
+            "functions": {name: as_exported_function(name, fn) for name, fn in (functions or {}).items()},
+            "collection_list": dict(collection_list or {}),
+            "meta_info_def": meta_info_def,
+        }
+
+    def export_meta_graph(
+        self,
+        filename: PathLike | None = None,
+        collection_list: Any = None,
+        as_text: bool = False,
+        export_scope: str | None = None,
+        clear_devices: bool = False,
+        *,
+        functions: Any = None,
+        meta_info_def: Any = None,
+    ) -> meta_graph_pb2.MetaGraphDef:
+        """A ``MetaGraphDef`` of this saver (and the functions, collections and info given here or
+        to :meth:`set_meta_graph`); written if ``filename``. See :func:`jaxsaver.export_meta_graph`."""
+        from jaxsaver._meta_export import export_meta_graph
+
+        parts = dict(self._meta_graph)
+        for key, value in (("functions", functions), ("collection_list", collection_list),
+                           ("meta_info_def", meta_info_def)):
+            if value is not None:
+                parts[key] = value
+        return export_meta_graph(
+            filename, saver=self, as_text=as_text, export_scope=export_scope, clear_devices=clear_devices, **parts
+        )

@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from jaxsaver._proto import saver_pb2 as jaxsaver_dot___proto_dot_saver__pb2
+from jaxsaver._proto import tensor_shape_pb2 as jaxsaver_dot___proto_dot_tensor__shape__pb2
+from jaxsaver._proto import types_pb2 as jaxsaver_dot___proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jaxsaver/_proto/meta_graph.proto\x12\x08jaxsaver\x1a\x1bjaxsaver/_proto/saver.proto\"\x98\x03\n\x0cMetaGraphDef\x12\x39\n\rmeta_info_def\x18\x01 \x01(\x0b\x32\".jaxsaver.MetaGraphDef.MetaInfoDef\x12%\n\tsaver_def\x18\x03 \x01(\x0b\x32\x12.jaxsaver.SaverDef\x12\x41\n\x0e\x63ollection_def\x18\x04 \x03(\x0b\x32).jaxsaver.MetaGraphDef.CollectionDefEntry\x1a\x93\x01\n\x0bMetaInfoDef\x12\x1a\n\x12meta_graph_version\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x1a\n\x12tensorflow_version\x18\x05 \x01(\t\x12\x1e\n\x16tensorflow_git_version\x18\x06 \x01(\t\x12\x1e\n\x16stripped_default_attrs\x18\x07 \x01(\x08\x1aM\n\x12\x43ollectionDefEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.jaxsaver.CollectionDef:\x02\x38\x01\"\x9e\x02\n\rCollectionDef\x12\x37\n\nbytes_list\x18\x02 \x01(\x0b\x32!.jaxsaver.CollectionDef.BytesListH\x00\x12\x37\n\nint64_list\x18\x03 \x01(\x0b\x32!.jaxsaver.CollectionDef.Int64ListH\x00\x12\x37\n\nfloat_list\x18\x04 \x01(\x0b\x32!.jaxsaver.CollectionDef.FloatListH\x00\x1a\x1a\n\tBytesList\x12\r\n\x05value\x18\x01 \x03(\x0c\x1a\x1e\n\tInt64List\x12\x11\n\x05value\x18\x01 \x03(\x03\x42\x02\x10\x01\x1a\x1e\n\tFloatList\x12\x11\n\x05value\x18\x01 \x03(\x02\x42\x02\x10\x01\x42\x06\n\x04kindb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jaxsaver/_proto/meta_graph.proto\x12\x08jaxsaver\x1a\x19google/protobuf/any.proto\x1a\x1bjaxsaver/_proto/saver.proto\x1a\"jaxsaver/_proto/tensor_shape.proto\x1a\x1bjaxsaver/_proto/types.proto\"\xce\x04\n\x0cMetaGraphDef\x12\x39\n\rmeta_info_def\x18\x01 \x01(\x0b\x32\".jaxsaver.MetaGraphDef.MetaInfoDef\x12%\n\tsaver_def\x18\x03 \x01(\x0b\x32\x12.jaxsaver.SaverDef\x12\x41\n\x0e\x63ollection_def\x18\x04 \x03(\x0b\x32).jaxsaver.MetaGraphDef.CollectionDefEntry\x12?\n\rsignature_def\x18\x05 \x03(\x0b\x32(.jaxsaver.MetaGraphDef.SignatureDefEntry\x1a\xbb\x01\n\x0bMetaInfoDef\x12\x1a\n\x12meta_graph_version\x18\x01 \x01(\t\x12&\n\x08\x61ny_info\x18\x03 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x1a\n\x12tensorflow_version\x18\x05 \x01(\t\x12\x1e\n\x16tensorflow_git_version\x18\x06 \x01(\t\x12\x1e\n\x16stripped_default_attrs\x18\x07 \x01(\x08\x1aM\n\x12\x43ollectionDefEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.jaxsaver.CollectionDef:\x02\x38\x01\x1aK\n\x11SignatureDefEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.jaxsaver.SignatureDef:\x02\x38\x01\"\xf0\x02\n\rCollectionDef\x12\x35\n\tnode_list\x18\x01 \x01(\x0b\x32 .jaxsaver.CollectionDef.NodeListH\x00\x12\x37\n\nbytes_list\x18\x02 \x01(\x0b\x32!.jaxsaver.CollectionDef.BytesListH\x00\x12\x37\n\nint64_list\x18\x03 \x01(\x0b\x32!.jaxsaver.CollectionDef.Int64ListH\x00\x12\x37\n\nfloat_list\x18\x04 \x01(\x0b\x32!.jaxsaver.CollectionDef.FloatListH\x00\x1a\x19\n\x08NodeList\x12\r\n\x05value\x18\x01 \x03(\t\x1a\x1a\n\tBytesList\x12\r\n\x05value\x18\x01 \x03(\x0c\x1a\x1e\n\tInt64List\x12\x11\n\x05value\x18\x01 \x03(\x03\x42\x02\x10\x01\x1a\x1e\n\tFloatList\x12\x11\n\x05value\x18\x01 \x03(\x02\x42\x02\x10\x01\x42\x06\n\x04kind\"o\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05\x64type\x18\x02 \x01(\x0e\x32\x12.jaxsaver.DataType\x12\x30\n\x0ctensor_shape\x18\x03 \x01(\x0b\x32\x1a.jaxsaver.TensorShapeProto\"\x98\x02\n\x0cSignatureDef\x12\x32\n\x06inputs\x18\x01 \x03(\x0b\x32\".jaxsaver.SignatureDef.InputsEntry\x12\x34\n\x07outputs\x18\x02 \x03(\x0b\x32#.jaxsaver.SignatureDef.OutputsEntry\x12\x13\n\x0bmethod_name\x18\x03 \x01(\t\x1a\x43\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.jaxsaver.TensorInfo:\x02\x38\x01\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.jaxsaver.TensorInfo:\x02\x38\x01\"\xf7\x02\n\tPyTreeDef\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.jaxsaver.PyTreeDef.Node\x1ak\n\x03Key\x12\x12\n\x08\x64ict_str\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x64ict_int\x18\x02 \x01(\x12H\x00\x12\x0f\n\x05index\x18\x03 \x01(\x12H\x00\x12\x0e\n\x04\x61ttr\x18\x04 \x01(\tH\x00\x12\x14\n\nflat_index\x18\x05 \x01(\x12H\x00\x42\x05\n\x03key\x1a}\n\x04Node\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.jaxsaver.PyTreeDef.Kind\x12\x11\n\ttype_name\x18\x02 \x01(\t\x12\x14\n\x0cnum_children\x18\x03 \x01(\x05\x12$\n\x03key\x18\x04 \x01(\x0b\x32\x17.jaxsaver.PyTreeDef.Key\"U\n\x04Kind\x12\x08\n\x04LEAF\x10\x00\x12\x08\n\x04NONE\x10\x01\x12\t\n\x05TUPLE\x10\x02\x12\x08\n\x04LIST\x10\x03\x12\x08\n\x04\x44ICT\x10\x04\x12\x0e\n\nNAMEDTUPLE\x10\x05\x12\n\n\x06\x43USTOM\x10\x06\"\x98\x02\n\x0bShardingDef\x12*\n\x04mesh\x18\x01 \x01(\x0b\x32\x1a.jaxsaver.ShardingDef.MeshH\x00\x12\x13\n\tdevice_id\x18\x02 \x01(\x03H\x00\x12\'\n\x04spec\x18\x03 \x03(\x0b\x32\x19.jaxsaver.ShardingDef.Dim\x12\x13\n\x0bmemory_kind\x18\x04 \x01(\t\x1aV\n\x04Mesh\x12\x12\n\naxis_names\x18\x01 \x03(\t\x12\x12\n\naxis_sizes\x18\x02 \x03(\x03\x12\x12\n\naxis_types\x18\x03 \x03(\t\x12\x12\n\ndevice_ids\x18\x04 \x03(\x03\x1a*\n\x03\x44im\x12\x0c\n\x04\x61xes\x18\x01 \x03(\t\x12\x15\n\runconstrained\x18\x02 \x01(\x08\x42\x06\n\x04kind\"\xbe\x01\n\x0bSaveableDef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\ttree_name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\x12\'\n\x08sharding\x18\x06 \x01(\x0b\x32\x15.jaxsaver.ShardingDef\x12\x11\n\tprng_impl\x18\x07 \x01(\t\x12\x11\n\tweak_type\x18\x08 \x01(\x08\x12\x13\n\x0bstring_kind\x18\t \x01(\t\":\n\x07\x41valDef\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x11\n\tweak_type\x18\x03 \x01(\x08\"\x9c\x02\n\x0b\x46unctionDef\x12.\n\x07\x63\x61lling\x18\x01 \x01(\x0e\x32\x1d.jaxsaver.FunctionDef.Calling\x12\x12\n\nserialized\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63rc32c\x18\x03 \x01(\r\x12$\n\x07in_tree\x18\x04 \x01(\x0b\x32\x13.jaxsaver.PyTreeDef\x12%\n\x08out_tree\x18\x05 \x01(\x0b\x32\x13.jaxsaver.PyTreeDef\x12#\n\x08in_avals\x18\x06 \x03(\x0b\x32\x11.jaxsaver.AvalDef\x12$\n\tout_avals\x18\x07 \x03(\x0b\x32\x11.jaxsaver.AvalDef\"!\n\x07\x43\x61lling\x12\x08\n\x04\x46LAT\x10\x00\x12\x0c\n\x08\x45XPORTED\x10\x01\"\x92\x04\n\x0cJaxMetaGraph\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\x05\x12\x18\n\x10jaxsaver_version\x18\x02 \x01(\t\x12\x13\n\x0bjax_version\x18\x03 \x01(\t\x12\x16\n\x0ejaxlib_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12!\n\x04tree\x18\x06 \x01(\x0b\x32\x13.jaxsaver.PyTreeDef\x12\x10\n\x08has_tree\x18\x07 \x01(\x08\x12(\n\tsaveables\x18\x08 \x03(\x0b\x32\x15.jaxsaver.SaveableDef\x12\x38\n\tfunctions\x18\t \x03(\x0b\x32%.jaxsaver.JaxMetaGraph.FunctionsEntry\x12\x45\n\x10\x63ollection_kinds\x18\n \x03(\x0b\x32+.jaxsaver.JaxMetaGraph.CollectionKindsEntry\x12-\n\x0eunsaved_leaves\x18\x0b \x03(\x0b\x32\x15.jaxsaver.SaveableDef\x1aG\n\x0e\x46unctionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.jaxsaver.FunctionDef:\x02\x38\x01\x1a\x36\n\x14\x43ollectionKindsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +37,72 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_METAGRAPHDEF_COLLECTIONDEFENTRY']._loaded_options = None
   _globals['_METAGRAPHDEF_COLLECTIONDEFENTRY']._serialized_options = b'8\001'
+  _globals['_METAGRAPHDEF_SIGNATUREDEFENTRY']._loaded_options = None
+  _globals['_METAGRAPHDEF_SIGNATUREDEFENTRY']._serialized_options = b'8\001'
   _globals['_COLLECTIONDEF_INT64LIST'].fields_by_name['value']._loaded_options = None
   _globals['_COLLECTIONDEF_INT64LIST'].fields_by_name['value']._serialized_options = b'\020\001'
   _globals['_COLLECTIONDEF_FLOATLIST'].fields_by_name['value']._loaded_options = None
   _globals['_COLLECTIONDEF_FLOATLIST'].fields_by_name['value']._serialized_options = b'\020\001'
-  _globals['_METAGRAPHDEF']._serialized_start=76
-  _globals['_METAGRAPHDEF']._serialized_end=484
-  _globals['_METAGRAPHDEF_METAINFODEF']._serialized_start=258
-  _globals['_METAGRAPHDEF_METAINFODEF']._serialized_end=405
-  _globals['_METAGRAPHDEF_COLLECTIONDEFENTRY']._serialized_start=407
-  _globals['_METAGRAPHDEF_COLLECTIONDEFENTRY']._serialized_end=484
-  _globals['_COLLECTIONDEF']._serialized_start=487
-  _globals['_COLLECTIONDEF']._serialized_end=773
-  _globals['_COLLECTIONDEF_BYTESLIST']._serialized_start=675
-  _globals['_COLLECTIONDEF_BYTESLIST']._serialized_end=701
-  _globals['_COLLECTIONDEF_INT64LIST']._serialized_start=703
-  _globals['_COLLECTIONDEF_INT64LIST']._serialized_end=733
-  _globals['_COLLECTIONDEF_FLOATLIST']._serialized_start=735
-  _globals['_COLLECTIONDEF_FLOATLIST']._serialized_end=765
+  _globals['_SIGNATUREDEF_INPUTSENTRY']._loaded_options = None
+  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._loaded_options = None
+  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_options = b'8\001'
+  _globals['_JAXMETAGRAPH_FUNCTIONSENTRY']._loaded_options = None
+  _globals['_JAXMETAGRAPH_FUNCTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_JAXMETAGRAPH_COLLECTIONKINDSENTRY']._loaded_options = None
+  _globals['_JAXMETAGRAPH_COLLECTIONKINDSENTRY']._serialized_options = b'8\001'
+  _globals['_METAGRAPHDEF']._serialized_start=168
+  _globals['_METAGRAPHDEF']._serialized_end=758
+  _globals['_METAGRAPHDEF_METAINFODEF']._serialized_start=415
+  _globals['_METAGRAPHDEF_METAINFODEF']._serialized_end=602
+  _globals['_METAGRAPHDEF_COLLECTIONDEFENTRY']._serialized_start=604
+  _globals['_METAGRAPHDEF_COLLECTIONDEFENTRY']._serialized_end=681
+  _globals['_METAGRAPHDEF_SIGNATUREDEFENTRY']._serialized_start=683
+  _globals['_METAGRAPHDEF_SIGNATUREDEFENTRY']._serialized_end=758
+  _globals['_COLLECTIONDEF']._serialized_start=761
+  _globals['_COLLECTIONDEF']._serialized_end=1129
+  _globals['_COLLECTIONDEF_NODELIST']._serialized_start=1004
+  _globals['_COLLECTIONDEF_NODELIST']._serialized_end=1029
+  _globals['_COLLECTIONDEF_BYTESLIST']._serialized_start=1031
+  _globals['_COLLECTIONDEF_BYTESLIST']._serialized_end=1057
+  _globals['_COLLECTIONDEF_INT64LIST']._serialized_start=1059
+  _globals['_COLLECTIONDEF_INT64LIST']._serialized_end=1089
+  _globals['_COLLECTIONDEF_FLOATLIST']._serialized_start=1091
+  _globals['_COLLECTIONDEF_FLOATLIST']._serialized_end=1121
+  _globals['_TENSORINFO']._serialized_start=1131
+  _globals['_TENSORINFO']._serialized_end=1242
+  _globals['_SIGNATUREDEF']._serialized_start=1245
+  _globals['_SIGNATUREDEF']._serialized_end=1525
+  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_start=1388
+  _globals['_SIGNATUREDEF_INPUTSENTRY']._serialized_end=1455
+  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_start=1457
+  _globals['_SIGNATUREDEF_OUTPUTSENTRY']._serialized_end=1525
+  _globals['_PYTREEDEF']._serialized_start=1528
+  _globals['_PYTREEDEF']._serialized_end=1903
+  _globals['_PYTREEDEF_KEY']._serialized_start=1582
+  _globals['_PYTREEDEF_KEY']._serialized_end=1689
+  _globals['_PYTREEDEF_NODE']._serialized_start=1691
+  _globals['_PYTREEDEF_NODE']._serialized_end=1816
+  _globals['_PYTREEDEF_KIND']._serialized_start=1818
+  _globals['_PYTREEDEF_KIND']._serialized_end=1903
+  _globals['_SHARDINGDEF']._serialized_start=1906
+  _globals['_SHARDINGDEF']._serialized_end=2186
+  _globals['_SHARDINGDEF_MESH']._serialized_start=2048
+  _globals['_SHARDINGDEF_MESH']._serialized_end=2134
+  _globals['_SHARDINGDEF_DIM']._serialized_start=2136
+  _globals['_SHARDINGDEF_DIM']._serialized_end=2178
+  _globals['_SAVEABLEDEF']._serialized_start=2189
+  _globals['_SAVEABLEDEF']._serialized_end=2379
+  _globals['_AVALDEF']._serialized_start=2381
+  _globals['_AVALDEF']._serialized_end=2439
+  _globals['_FUNCTIONDEF']._serialized_start=2442
+  _globals['_FUNCTIONDEF']._serialized_end=2726
+  _globals['_FUNCTIONDEF_CALLING']._serialized_start=2693
+  _globals['_FUNCTIONDEF_CALLING']._serialized_end=2726
+  _globals['_JAXMETAGRAPH']._serialized_start=2729
+  _globals['_JAXMETAGRAPH']._serialized_end=3259
+  _globals['_JAXMETAGRAPH_FUNCTIONSENTRY']._serialized_start=3132
+  _globals['_JAXMETAGRAPH_FUNCTIONSENTRY']._serialized_end=3203
+  _globals['_JAXMETAGRAPH_COLLECTIONKINDSENTRY']._serialized_start=3205
+  _globals['_JAXMETAGRAPH_COLLECTIONKINDSENTRY']._serialized_end=3259
 # @@protoc_insertion_point(module_scope)

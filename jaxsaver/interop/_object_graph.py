@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError, NotFoundError
 from jaxsaver._proto.trackable_object_graph_pb2 import TrackableObjectGraph
 from jaxsaver.saveables import Saveable, saveables_from_pytree
-from jaxsaver.typing import PathLike, PyTree
+from jaxsaver.typing import PathLike
 
 
 __all__ = [
