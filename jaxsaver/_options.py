@@ -42,6 +42,10 @@ class SaverOptions:
     bounded window in the background; one extra device copy). Synchronous saves always stream
     the caller's arrays through the window."""
 
+    barrier_timeout_s: float | None = None
+    """Multi-process saves: seconds each process waits for the others at each step (None:
+    ``JAXSAVER_BARRIER_TIMEOUT_S`` or :data:`jaxsaver.distributed.DEFAULT_TIMEOUT_S`)."""
+
     def __post_init__(self) -> None:
         if self.snapshot not in ("host", "device"):
             from jaxsaver._errors import InvalidArgumentError

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
-from jaxsaver import _pipeline
+from jaxsaver import _pipeline, distributed
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
@@ -147,6 +147,8 @@ class Saver:
         clock: the time source (seconds since the epoch), for retention decisions.
         snapshot: how asynchronous saves (``save(..., blocking=False)``) hold their bytes:
             ``"host"`` or ``"device"`` (see :class:`SaverOptions`).
+        barrier_timeout_s: in a multi-process program, how long each process waits for the
+            others at each step of a save (default ``JAXSAVER_BARRIER_TIMEOUT_S`` or 300 s).
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class Saver:
         filename: str | None = None,
         clock: Callable[[], float] = time.time,
         snapshot: str = "host",
+        barrier_timeout_s: float | None = None,
     ) -> None:
         if defer_build and var_list:
             raise InvalidArgumentError(
@@ -184,11 +187,12 @@ class Saver:
             keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours, name=name,
             restore_sequentially=restore_sequentially, allow_empty=allow_empty,
             pad_step_number=pad_step_number, save_relative_paths=save_relative_paths, filename=filename,
-            snapshot=snapshot,
+            snapshot=snapshot, barrier_timeout_s=barrier_timeout_s,
         )
         self._builder = builder
         self._defer_build = defer_build
         self._background = BackgroundWriter(name or "save")
+        self._save_count = 0
         self._clock = clock
         self._is_built = False
         self._is_empty: bool | None = None
@@ -380,24 +384,36 @@ class Saver:
         # A saver built from a template (or its first values) writes every leaf it is given or
         # refuses: extra leaves are listed, never dropped. A var_list saver saves a subset.
         leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
+        coordination = distributed.current(self.options.barrier_timeout_s)
+        self._save_count += 1
         plan, source = _pipeline.snapshot(
             self._builder, self._saveables, leaves, location,
-            sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
+            sharded=self.options.sharded or coordination is not None,  # many processes: always parts
+            mode=None if blocking else self.options.snapshot,
         )
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        leader = coordination is None or coordination.process_id == 0
+        save_id = distributed.save_id_for(location.key, self._save_count)
+
+        def update_state() -> None:
+            if write_state:
+                self._update_state(location.path, save_path, latest_filename, meta_graph_suffix)
 
         def finish() -> str:
             try:
-                if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+                if write_meta_graph and leader:  # sidecars before the index commit
                     _pipeline.make_parent(location)
                     self.export_meta_graph(meta_file)
+                if coordination is not None:
+                    return _pipeline.write_distributed(
+                        self._builder, plan, source, coordination, save_id, on_commit=update_state
+                    )
                 prefix = _pipeline.write(self._builder, plan, source)
             except BaseException:
-                if write_meta_graph:
+                if write_meta_graph and leader:
                     _remove_quietly(meta_file)
                 raise
-            if write_state:
-                self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
+            update_state()
             return prefix
 
         handle = self._background.submit(finish, location.path)
