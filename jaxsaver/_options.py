@@ -51,6 +51,10 @@ class SaverOptions:
             from jaxsaver._errors import InvalidArgumentError
 
             raise InvalidArgumentError(f"snapshot must be 'host' or 'device', got {self.snapshot!r}")
+        if self.barrier_timeout_s is not None and not self.barrier_timeout_s > 0:
+            from jaxsaver._errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"barrier_timeout_s must be a positive number of seconds, got {self.barrier_timeout_s!r}")
 
     @property
     def scope(self) -> str:

@@ -21,7 +21,6 @@ the Saver's last stages (:mod:`jaxsaver.saver`).
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import difflib
 import os
 from collections.abc import Callable, Sequence
@@ -30,20 +29,18 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
-from jaxsaver._bundle.merge import commit_merged, read_part_index
+from jaxsaver._bundle.merge import commit_merged
 from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import PartIndex
 from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotACheckpointError
 from jaxsaver._format.tensors import data_filename
-from jaxsaver._sharding import HOST_DEVICE, ShardWrite, group_by_device, plan_writes, split_groups
+from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
 from jaxsaver._snapshot import Snapshot, write_nbytes
 from jaxsaver._storage import Store, resolve
-from jaxsaver.distributed import offsets
 from jaxsaver.saveables import LeafKind, Saveable
 
 if TYPE_CHECKING:
     from jaxsaver.builder import SaverBuilder
-    from jaxsaver.distributed import Coordination
 
 __all__ = [
     "Location",
@@ -56,7 +53,6 @@ __all__ = [
     "write_parts",
     "commit",
     "write",
-    "write_distributed",
     "save",
     "open_checkpoint",
     "restore",
@@ -189,11 +185,6 @@ def snapshot(
     """
     checked = builder.snapshot(saveables, values, copy=True if mode == "device" else None)
     plan = plan_save(saveables, checked, location, sharded=sharded, sharded_filename=builder.sharded_filename)
-    if jax.process_count() > 1 and jax.process_index() != 0:
-        # Host values (numpy, Python scalars) are the same on every process: process 0 writes them.
-        groups = tuple((device, group) for device, group in plan.groups if device != HOST_DEVICE)
-        writes = tuple(w for _, group in groups for w in group)
-        plan = dataclasses.replace(plan, groups=groups, writes=writes)
     return plan, Snapshot(checked, plan.writes, mode=mode, owns_device_arrays=mode == "device")
 
 
@@ -285,59 +276,6 @@ def write(builder: SaverBuilder, plan: SavePlan, source: Snapshot) -> str:
         if _parent_missing(location):
             raise InvalidArgumentError(f"Parent directory of {location.path} doesn't exist, can't save.") from err
         raise
-    return location.path
-
-
-def write_distributed(
-    builder: SaverBuilder,
-    plan: SavePlan,
-    source: Snapshot,
-    coordination: Coordination,
-    save_id: str,
-    *,
-    on_commit: Callable[[], None] | None = None,
-) -> str:
-    """The multi-process write: every process writes its parts, process 0 merges and commits.
-
-    Steps, each a bounded exchange through the coordination service: agree on the global part
-    numbering (every process's part count), write the parts (with their indexes, for process 0
-    to read), report written; process 0 merges every part index into the ``.index`` (its own
-    parts from memory), then runs ``on_commit`` (the state file and retention); report
-    committed. A failure anywhere is published, so every process raises.
-    """
-    location, store = plan.location, plan.location.store
-    checkpoint = location.path
-    me = coordination.process_id
-    try:
-        counts = [int(c) for c in coordination.exchange(save_id, "parts", str(len(plan.groups)), checkpoint=checkpoint)]
-        first = offsets(counts)[me]
-        prefixes, data_keys = part_names(location, sum(counts), builder.sharded_filename)
-        mine = range(first, first + len(plan.groups))
-        plan = dataclasses.replace(
-            plan, part_prefixes=tuple(prefixes[k] for k in mine), part_data_keys=tuple(data_keys[k] for k in mine)
-        )
-        own = [write_part(builder, plan, k, source, write_index=True) for k in range(len(plan.groups))]
-    except BaseException as err:
-        coordination.fail(save_id, "written", err)
-        raise
-    coordination.exchange(save_id, "written", "ok", checkpoint=checkpoint)
-    if me == 0:
-        try:
-            parts = [
-                own[k - first] if k in mine else read_part_index(store, prefixes[k], data_key=data_keys[k])
-                for k in range(len(prefixes))
-            ]
-            commit_merged(store, location.key, parts)
-            for part in parts:
-                store.delete(f"{part.prefix}.index")
-            if plan.temp_dir is not None:
-                store.remove_dir(plan.temp_dir)
-            if on_commit is not None:
-                on_commit()
-        except BaseException as err:
-            coordination.fail(save_id, "committed", err)
-            raise
-    coordination.exchange(save_id, "committed", "ok", checkpoint=checkpoint)
     return location.path
 
 

@@ -1,120 +1,318 @@
-"""Multi-process saves: part numbering, bounded named barriers and failure news, through the
-``jax.distributed`` coordination service (its key-value store), never a device collective.
+"""Bounded, named steps of a multi-process save through the ``jax.distributed`` key-value store.
 
-Every wait has a deadline (``JAXSAVER_BARRIER_TIMEOUT_S`` or :data:`DEFAULT_TIMEOUT_S`); a
-timeout raises :class:`DistributedTimeoutError` on every waiting process, naming the processes
-that did not arrive and the checkpoint being written. A process whose part of a save fails
-publishes the failure, so the others fail at once instead of waiting out the deadline.
+Each step of a save is one :meth:`Coordination.step`: every process publishes a small value under
+``jaxsaver/<save id>/<step>/<process>``; process 0 gathers them (polling one directory listing),
+and publishes a verdict, ``jaxsaver/<save id>/<step>/all``, which the other processes wait for
+with the service's own blocking get. No device collective is involved, so a dead or slow process
+can never hang the others: every wait has a deadline (``timeout_s``, default
+``JAXSAVER_BARRIER_TIMEOUT_S`` or :data:`DEFAULT_TIMEOUT_S`), and a timeout raises
+:class:`DistributedTimeoutError` on every waiting process naming the processes that did not
+arrive and the checkpoint being written. A process whose part fails publishes its error instead
+of a value, so the others raise :class:`PeerFailedError` at once instead of waiting.
+
+Keys are removed by process 0 as soon as every process is known to have read them (a step's keys
+once every process has published the next step; the last step's at the next save), so the store
+holds at most one step of one save at rest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
+import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jaxsaver._errors import JaxsaverError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "Coordination", "DistributedTimeoutError", "PeerFailedError", "current"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "CoordinationError",
+    "DistributedTimeoutError",
+    "PeerFailedError",
+    "Coordination",
+    "current",
+    "next_save_id",
+    "offsets",
+]
+
+logger = logging.getLogger(__name__)
 
 #: Seconds a process waits for the others at one step of a save.
 DEFAULT_TIMEOUT_S = 300.0
 
-_POLL_MS = 200
+#: Process 0 polls the step's directory at this interval at most (it starts at 5 ms).
+_MAX_POLL_S = 0.2
+_NAMESPACE = "jaxsaver"
+_ERROR = "error:"
+
+_save_numbers = itertools.count(1)
+_unswept: list[str] = []  # ids of saves whose keys are left for the next save to remove
+_lock = threading.Lock()
 
 
-class DistributedTimeoutError(JaxsaverError, TimeoutError):
+class CoordinationError(JaxsaverError, RuntimeError):
+    """A step of a multi-process save could not complete (the checkpoint is named)."""
+
+
+class DistributedTimeoutError(CoordinationError, TimeoutError):
     """Some processes did not reach a step of a multi-process save in time (they are named)."""
 
 
-class PeerFailedError(JaxsaverError, RuntimeError):
+class PeerFailedError(CoordinationError):
     """Another process's part of a multi-process save failed (its error is quoted)."""
+
+
+def _names(pids: Sequence[int]) -> str:
+    shown = ", ".join(str(p) for p in pids[:32])
+    return shown + (f" and {len(pids) - 32} more" if len(pids) > 32 else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Coordination:
-    """The coordination service of a multi-process JAX program, as one save uses it."""
+    """One multi-process save's view of the coordination service.
 
-    #: The ``jax.distributed`` client (key-value store).
+    Example:
+        >>> Coordination(client=None, process_id=1, num_processes=4, save_id="s1", checkpoint="ckpt/m-1").leader
+        False
+    """
+
+    #: The ``jax.distributed`` client (``jax._src.distributed.global_state.client``).
     client: Any
     #: This process's index.
     process_id: int
     #: How many processes take part.
     num_processes: int
-    #: Seconds to wait at each step.
+    #: The save's id, the same on every process (see :func:`next_save_id`).
+    save_id: str
+    #: The checkpoint being written, for messages.
+    checkpoint: str
+    #: Seconds each process waits at each step.
     timeout_s: float = DEFAULT_TIMEOUT_S
 
-    def exchange(self, save_id: str, step: str, value: str, *, checkpoint: str) -> list[str]:
-        """Publishes ``value`` for this process at ``step``; returns every process's, in order.
+    @property
+    def leader(self) -> bool:
+        """Whether this process commits (process 0)."""
+        return self.process_id == 0
+
+    def _dir(self, step: str) -> str:
+        return f"{_NAMESPACE}/{self.save_id}/{step}/"
+
+    def step(self, step: str, value: str, *, combine: Callable[[list[str]], str] | None = None) -> str:
+        """Publishes ``value`` for this process at ``step``; returns the step's result.
+
+        Process 0 waits for every process's value and publishes ``combine(values)`` (default: the
+        values as a JSON list) as the result every process returns; an exception of ``combine``
+        is raised on process 0 and reported to the others as a failure.
 
         Raises:
-            PeerFailedError: a process published a failure (``"error:..."``) at this step.
+            PeerFailedError: a process published a failure at this step.
             DistributedTimeoutError: processes did not publish within the timeout (named).
+            CoordinationError: the coordination service itself failed.
         """
-        base = f"jaxsaver/{save_id}/{step}"
-        self.client.key_value_set(f"{base}/{self.process_id}", value)
-        deadline = time.monotonic() + self.timeout_s
-        values: dict[int, str] = {}
-        while True:
-            for pid in range(self.num_processes):
-                if pid in values:
-                    continue
-                got = self.client.key_value_try_get(f"{base}/{pid}") if hasattr(self.client, "key_value_try_get") else None
-                if got is not None:
-                    values[pid] = got
-            failed = {pid: v for pid, v in values.items() if v.startswith("error:")}
-            if failed:
-                pid, message = sorted(failed.items())[0]
-                raise PeerFailedError(
-                    f"process {pid} failed while saving checkpoint {checkpoint} ({step}): {message[len('error:'):]}"
-                )
-            if len(values) == self.num_processes:
-                return [values[pid] for pid in range(self.num_processes)]
-            if time.monotonic() >= deadline:
-                late = [pid for pid in range(self.num_processes) if pid not in values]
-                raise DistributedTimeoutError(
-                    f"saving checkpoint {checkpoint}: process(es) {', '.join(map(str, late))} did not reach "
-                    f"step {step!r} within {self.timeout_s:g} s (this is process {self.process_id} of "
-                    f"{self.num_processes})"
-                )
-            time.sleep(_POLL_MS / 1000)
+        self._set(self._dir(step) + str(self.process_id), value)
+        if self.leader:
+            values = self._gather(step)
+            try:
+                result = combine(values) if combine is not None else json.dumps(values)
+            except BaseException as err:
+                self._verdict(step, {"error": f"process 0: {type(err).__name__}: {err}", "kind": "failed"})
+                raise
+            self._verdict(step, {"result": result})
+            return result
+        return self._await_verdict(step)
 
-    def fail(self, save_id: str, step: str, error: BaseException) -> None:
-        """Tells the other processes that this process's ``step`` failed (best effort)."""
+    def fail(self, step: str, error: BaseException) -> None:
+        """Publishes this process's failure at ``step`` (best effort: the error raised is the save's).
+
+        On process 0 the step's verdict is the failure too, so the others raise at once.
+        """
+        text = f"{type(error).__name__}: {error}"[:2000]
         try:
-            self.client.key_value_set(f"jaxsaver/{save_id}/{step}/{self.process_id}", f"error:{error!r}"[:2000])
-        except Exception:  # noqa: BLE001 - the save's own error is the one raised
-            pass
+            self.client.key_value_set(self._dir(step) + str(self.process_id), _ERROR + text, allow_overwrite=True)
+            if self.leader:
+                self._verdict(step, {"error": f"process 0 failed at step {step!r}: {text}; no index was committed",
+                                     "kind": "failed"})
+        except Exception as err:  # noqa: BLE001 - the service is gone; the others time out
+            logger.warning("process %d could not publish its failure at %s: %s", self.process_id, step, err)
+
+    def sweep(self, *steps: str) -> None:
+        """Removes the keys of ``steps`` of this save (process 0, once everyone has read them)."""
+        for step in steps:
+            self._delete(self._dir(step))
+
+    # ------------------------------------------------------------------ internals
+
+    def _verdict(self, step: str, verdict: dict[str, str]) -> None:
+        self.client.key_value_set(self._dir(step) + "all", json.dumps(verdict), allow_overwrite=True)
+
+    def _set(self, key: str, value: str) -> None:
+        try:
+            self.client.key_value_set(key, value)
+        except Exception as err:  # the jax client raises JaxRuntimeError
+            raise CoordinationError(
+                f"saving checkpoint {self.checkpoint}: process {self.process_id} could not publish {key}: {err}"
+            ) from None
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.key_value_delete(key)
+        except Exception as err:  # noqa: BLE001 - leftover keys are small; the save stands
+            logger.warning("could not remove coordination keys %s: %s", key, err)
+
+    def _listing(self, step: str) -> dict[int, str]:
+        base = self._dir(step)
+        try:
+            pairs = self.client.key_value_dir_get(base)
+        except Exception as err:
+            raise CoordinationError(
+                f"saving checkpoint {self.checkpoint}: the coordination service did not answer "
+                f"(process 0 hosts it): {err}"
+            ) from None
+        out = {}
+        for key, value in pairs:
+            name = key[len(base):] if key.startswith(base) else key.rsplit("/", 1)[-1]
+            if name.isdigit():
+                out[int(name)] = value
+        return out
+
+    def _timeout(self, step: str, late: Sequence[int]) -> DistributedTimeoutError:
+        return DistributedTimeoutError(
+            f"saving checkpoint {self.checkpoint}: process(es) {_names(list(late))} of {self.num_processes} "
+            f"did not reach step {step!r} within {self.timeout_s:g} s (seen from process {self.process_id}); "
+            "no index was committed"
+        )
+
+    @staticmethod
+    def _failure(step: str, checkpoint: str, failed: dict[int, str]) -> PeerFailedError:
+        pid = min(failed)
+        others = sorted(set(failed) - {pid})
+        return PeerFailedError(
+            f"saving checkpoint {checkpoint}: process {pid} failed at step {step!r}: {failed[pid][len(_ERROR):]}"
+            + (f" (processes {_names(others)} failed too)" if others else "")
+            + "; no index was committed"
+        )
+
+    def _gather(self, step: str) -> list[str]:
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.005
+        while True:
+            values = self._listing(step)
+            failed = {p: v for p, v in values.items() if v.startswith(_ERROR)}
+            if failed:
+                error = self._failure(step, self.checkpoint, failed)
+                self._verdict(step, {"error": str(error), "kind": "failed"})
+                raise error
+            if len(values) >= self.num_processes:
+                return [values[p] for p in range(self.num_processes)]
+            if time.monotonic() >= deadline:
+                error = self._timeout(step, [p for p in range(self.num_processes) if p not in values])
+                self._verdict(step, {"error": str(error), "kind": "timeout"})
+                raise error
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, _MAX_POLL_S)
+
+    def _await_verdict(self, step: str) -> list[str]:
+        key = self._dir(step) + "all"
+        try:
+            raw = self.client.blocking_key_value_get(key, max(1, int(self.timeout_s * 1000)))
+        except Exception as err:  # DEADLINE_EXCEEDED, or the service is gone
+            if "DEADLINE_EXCEEDED" not in str(err):
+                raise CoordinationError(
+                    f"saving checkpoint {self.checkpoint}: the coordination service did not answer "
+                    f"(process 0 hosts it) at step {step!r}: {err}"
+                ) from None
+            values = self._listing(step)
+            late = [p for p in range(self.num_processes) if p not in values]
+            failed = {p: v for p, v in values.items() if v.startswith(_ERROR)}
+            if failed:
+                raise self._failure(step, self.checkpoint, failed) from None
+            raise self._timeout(step, late or [0]) from None
+        verdict = json.loads(raw)
+        if "result" in verdict:
+            return str(verdict["result"])
+        kind = DistributedTimeoutError if verdict.get("kind") == "timeout" else PeerFailedError
+        raise kind(f"{verdict['error']} (reported by process 0 to process {self.process_id})")
 
 
-def save_id_for(prefix_key: str, sequence: int) -> str:
-    """A name for one save that every process computes alike (same prefix, same save count)."""
-    digest = hashlib.sha1(prefix_key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return f"{digest}-{sequence}"
+def next_save_id(prefix_key: str) -> str:
+    """A name for the next multi-process save that every process computes alike.
+
+    Every process saves in the same order (a JAX program is SPMD), so a per-process count of
+    multi-process saves, with a digest of the checkpoint's key, names the same save everywhere.
+
+    Example:
+        >>> a, b = next_save_id("ckpt/model-1"), next_save_id("ckpt/model-1")
+        >>> a.split("-")[0] == b.split("-")[0] and a != b
+        True
+    """
+    digest = hashlib.sha1(prefix_key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{digest}-{next(_save_numbers)}"
 
 
-def current(timeout_s: float | None = None) -> Coordination | None:
-    """The coordination of this multi-process program, or None in a single process."""
+def left_for_sweep(save_id: str | None = None) -> list[str]:
+    """Records ``save_id`` as a save whose keys the next save removes; returns (and forgets)
+    the ones recorded before it when ``save_id`` is None."""
+    with _lock:
+        if save_id is not None:
+            _unswept.append(save_id)
+            return []
+        out = list(_unswept)
+        _unswept.clear()
+        return out
+
+
+def sweep_saves(coordination: Coordination, save_ids: Sequence[str]) -> None:
+    """Removes every key of the given earlier saves (process 0; everyone has moved past them)."""
+    for save_id in save_ids:
+        coordination._delete(f"{_NAMESPACE}/{save_id}/")
+
+
+def current(save_id_for: str, checkpoint: str, timeout_s: float | None = None) -> Coordination | None:
+    """The coordination of a multi-process save of ``save_id_for``, or None in a single process.
+
+    Raises:
+        CoordinationError: many processes, but ``jax.distributed.initialize`` was not called.
+        InvalidArgumentError: the timeout is not a positive number.
+    """
     import jax
 
     if jax.process_count() == 1:
         return None
-    from jax._src import distributed
+    from jax._src import distributed as jax_distributed
 
-    client = distributed.global_state.client
-    if client is None:  # pragma: no cover - multi-process without jax.distributed
-        raise JaxsaverError("a multi-process save needs jax.distributed.initialize(...)")
+    client = jax_distributed.global_state.client
+    if client is None:
+        raise CoordinationError(
+            f"saving checkpoint {checkpoint}: a multi-process save needs jax.distributed.initialize(...) "
+            "(its key-value store coordinates the processes)"
+        )
     if timeout_s is None:
-        timeout_s = float(os.environ.get("JAXSAVER_BARRIER_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    return Coordination(client=client, process_id=jax.process_index(), num_processes=jax.process_count(),
-                        timeout_s=timeout_s)
+        raw = os.environ.get("JAXSAVER_BARRIER_TIMEOUT_S")
+        try:
+            timeout_s = float(raw) if raw else DEFAULT_TIMEOUT_S
+        except ValueError:
+            from jaxsaver._errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"JAXSAVER_BARRIER_TIMEOUT_S must be a number of seconds, got {raw!r}") from None
+    return Coordination(
+        client=client, process_id=jax.process_index(), num_processes=jax.process_count(),
+        save_id=next_save_id(save_id_for), checkpoint=checkpoint, timeout_s=timeout_s,
+    )
 
 
 def offsets(counts: Sequence[int]) -> list[int]:
-    """Each process's first global part number, given every process's part count."""
+    """Each process's first global part number, given every process's part count.
+
+    Example:
+        >>> offsets([2, 1, 3])
+        [0, 2, 3]
+    """
     out, total = [], 0
     for count in counts:
         out.append(total)

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
-from jaxsaver import _pipeline, distributed
+from jaxsaver import _multiprocess, _pipeline, distributed
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
@@ -192,7 +192,6 @@ class Saver:
         self._builder = builder
         self._defer_build = defer_build
         self._background = BackgroundWriter(name or "save")
-        self._save_count = 0
         self._clock = clock
         self._is_built = False
         self._is_empty: bool | None = None
@@ -384,36 +383,77 @@ class Saver:
         # A saver built from a template (or its first values) writes every leaf it is given or
         # refuses: extra leaves are listed, never dropped. A var_list saver saves a subset.
         leaves = flatten_values(values, self._saveables, allow_extra=self._var_list is not None)
-        coordination = distributed.current(self.options.barrier_timeout_s)
-        self._save_count += 1
+        meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        coordination = distributed.current(location.key, location.path, self.options.barrier_timeout_s)
+        if coordination is not None:
+            return self._save_distributed(
+                coordination, leaves, location, meta_file, write_meta_graph=write_meta_graph,
+                write_state=write_state, save_path=save_path, latest_filename=latest_filename,
+                meta_graph_suffix=meta_graph_suffix, blocking=blocking,
+            )
         plan, source = _pipeline.snapshot(
             self._builder, self._saveables, leaves, location,
-            sharded=self.options.sharded or coordination is not None,  # many processes: always parts
-            mode=None if blocking else self.options.snapshot,
+            sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
-        meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
-        leader = coordination is None or coordination.process_id == 0
-        save_id = distributed.save_id_for(location.key, self._save_count)
 
-        def update_state() -> None:
+        def finish() -> str:
+            try:
+                if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+                    _pipeline.make_parent(location)
+                    self.export_meta_graph(meta_file)
+                prefix = _pipeline.write(self._builder, plan, source)
+            except BaseException:
+                if write_meta_graph:
+                    _remove_quietly(meta_file)
+                raise
+            if write_state:
+                self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
+            return prefix
+
+        handle = self._background.submit(finish, location.path)
+        return handle.result() if blocking else handle
+
+    def _save_distributed(
+        self, coordination: distributed.Coordination, leaves: list[Any], location: _pipeline.Location,
+        meta_file: str, *, write_meta_graph: bool, write_state: bool, save_path: str, latest_filename: str,
+        meta_graph_suffix: str, blocking: bool,
+    ) -> str | SaveHandle:
+        """``save`` in a multi-process program (see :mod:`jaxsaver._multiprocess`): every process
+        writes what it owns; process 0 writes the ``.meta``, commits, and keeps the state file."""
+        leader = coordination.leader
+        try:
+            plan, source, digests = _multiprocess.snapshot(
+                self._builder, self._saveables, leaves, location, leader=leader,
+                mode=None if blocking else self.options.snapshot,
+            )
+        except BaseException as err:  # the others would otherwise wait for this process
+            coordination.fail("parts", err)
+            distributed.left_for_sweep(coordination.save_id)
+            raise
+
+        def record() -> None:  # process 0: the state file and retention deletes
             if write_state:
                 self._update_state(location.path, save_path, latest_filename, meta_graph_suffix)
 
         def finish() -> str:
             try:
-                if write_meta_graph and leader:  # sidecars before the index commit
+                try:
                     _pipeline.make_parent(location)
-                    self.export_meta_graph(meta_file)
-                if coordination is not None:
-                    return _pipeline.write_distributed(
-                        self._builder, plan, source, coordination, save_id, on_commit=update_state
-                    )
-                prefix = _pipeline.write(self._builder, plan, source)
+                    if write_meta_graph and leader:  # sidecars before the index commit
+                        self.export_meta_graph(meta_file)
+                except BaseException as err:
+                    coordination.fail("parts", err)
+                    distributed.left_for_sweep(coordination.save_id)
+                    raise
+                prefix = _multiprocess.write_distributed(
+                    self._builder, plan, source, coordination, digests, on_commit=record
+                )
             except BaseException:
                 if write_meta_graph and leader:
                     _remove_quietly(meta_file)
                 raise
-            update_state()
+            if write_state and not leader:  # the same retention view on every process
+                self._retention, _ = record_checkpoint(self._policy(), self._retention, prefix, self._clock())
             return prefix
 
         handle = self._background.submit(finish, location.path)
