@@ -16,6 +16,7 @@ from jaxsaver._errors import NotFoundError as NotFoundError
 from jaxsaver._errors import PermissionDeniedError as PermissionDeniedError
 from jaxsaver._errors import StorageError as StorageError
 from jaxsaver._errors import UnimplementedError as UnimplementedError
+from jaxsaver._errors import CoordinationError, DistributedTimeoutError, PeerFailedError  # multi-process saves
 from jaxsaver._options import SaverOptions as SaverOptions
 from jaxsaver.builder import FilenamePlaceholder as FilenamePlaceholder
 from jaxsaver.builder import SaverBuilder as SaverBuilder
@@ -91,5 +92,6 @@ __all__ = [
     "PermissionDeniedError",
     "StorageError",
     "UnimplementedError",
+    "CoordinationError", "DistributedTimeoutError", "PeerFailedError",
     "merge_bundles",
 ]

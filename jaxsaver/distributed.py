@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jaxsaver._errors import JaxsaverError
+from jaxsaver._errors import CoordinationError, DistributedTimeoutError, PeerFailedError
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -54,18 +54,6 @@ _ERROR = "error:"
 _save_numbers = itertools.count(1)
 _unswept: list[str] = []  # ids of saves whose keys are left for the next save to remove
 _lock = threading.Lock()
-
-
-class CoordinationError(JaxsaverError, RuntimeError):
-    """A step of a multi-process save could not complete (the checkpoint is named)."""
-
-
-class DistributedTimeoutError(CoordinationError, TimeoutError):
-    """Some processes did not reach a step of a multi-process save in time (they are named)."""
-
-
-class PeerFailedError(CoordinationError):
-    """Another process's part of a multi-process save failed (its error is quoted)."""
 
 
 def _names(pids: Sequence[int]) -> str:

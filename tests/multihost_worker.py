@@ -205,8 +205,7 @@ def save(scenario: dict, pid: int) -> dict:
     out["written"] = counter.bytes
     out["last_checkpoints"] = saver.last_checkpoints
     out["keys_after"] = coordination_keys()
-    restored = saver.restore(out["prefixes"][-1], target=make_tree(scenario["mesh"], abstract=True) | {
-        "local": tree["local"], "key": tree["key"], "host": tree["host"], "step": tree["step"]})
+    restored = saver.restore(out["prefixes"][-1], target=make_tree(scenario["mesh"], abstract=True))
     out["roundtrip_bad"] = check_tree(restored)
     return out
 
@@ -215,9 +214,6 @@ def restore(scenario: dict, pid: int) -> dict:
     import jaxsaver
 
     template = make_tree(scenario["mesh"], layout=scenario.get("layout", "restore"), abstract=True)
-    concrete = make_tree(scenario["mesh"], layout=scenario.get("layout", "restore"))
-    for name in ("local", "key", "host", "step"):
-        template[name] = concrete[name]
     restored = jaxsaver.Saver(template=template).restore(scenario["prefix"], target=template)
     shardings = {n: str(getattr(v, "sharding", None)) for n, v in restored.items()}
     return {"bad": check_tree(restored), "shardings": shardings}
@@ -260,13 +256,39 @@ def kill(scenario: dict, pid: int) -> dict:
     directory = os.path.dirname(scenario["prefix"])
     out["latest"] = jaxsaver.latest_checkpoint(directory)
     out["index_exists"] = os.path.exists(f"{scenario['prefix']}-{scenario['step']}.index")
-    restored = jaxsaver.Saver(template=tree).restore(out["latest"], target=make_tree(scenario["mesh"], abstract=True) | {
-        "local": tree["local"], "key": tree["key"], "host": tree["host"], "step": tree["step"]})
+    restored = jaxsaver.Saver(template=tree).restore(out["latest"], target=make_tree(scenario["mesh"], abstract=True))
     out["restore_bad"] = check_tree(restored)
     return out
 
 
-SCENARIOS = {"save": save, "restore": restore, "kill": kill}
+def mismatch(scenario: dict, pid: int) -> dict:
+    """Process 1's process-local array and host array differ from process 0's: nobody writes."""
+    import jax.numpy as jnp
+
+    import jaxsaver
+
+    tree = make_tree(scenario["mesh"])
+    if pid == 1:
+        tree["local"] = jnp.asarray(worker_local_other())
+        tree["host"] = tree["host"] + 1
+    saver = jaxsaver.Saver(template=tree, barrier_timeout_s=60)
+    start = time.monotonic()
+    try:
+        saver.save(tree, scenario["prefix"], global_step=1)
+        return {"raised": None}
+    except Exception as err:
+        directory = os.path.dirname(scenario["prefix"])
+        return {"raised": type(err).__name__, "message": str(err), "raised_after": time.monotonic() - start,
+                "files": sorted(os.listdir(directory)) if os.path.isdir(directory) else []}
+
+
+def worker_local_other():
+    import numpy as np
+
+    return expected_values()["local"] + np.float32(1)
+
+
+SCENARIOS = {"save": save, "restore": restore, "kill": kill, "mismatch": mismatch}
 
 if __name__ == "__main__":
     main()

@@ -111,6 +111,7 @@ def two_by_four(tmp_path_factory, s3):
         {"kind": "save", "mesh": [4, 2], "prefix": str(root / "async" / "model"), "steps": [5], "blocking": False},
         {"kind": "save", "mesh": [2, 4], "prefix": "s3://multihost/run/model", "steps": [1]},
         {"kind": "restore", "mesh": [4, 2], "prefix": "s3://multihost/run/model-1"},
+        {"kind": "mismatch", "mesh": [2, 4], "prefix": str(root / "mismatch" / "model")},
     ]
     return root, launch(root / "run", 2, 4, scenarios, env=s3.env())
 
@@ -266,6 +267,15 @@ def test_every_byte_is_written_by_exactly_one_process(which, saves, request):
     prefix = Path(run.all(0)[0]["prefixes"][-1])
     on_disk = sum(p.stat().st_size for p in prefix.parent.glob(prefix.name + ".data-*"))
     assert on_disk == unique_bytes()
+
+
+def test_process_local_values_that_differ_fail_every_process_before_any_write(two_by_four):
+    root, run = two_by_four
+    leader, other = run.all(4)
+    assert leader["raised"] == "InvalidArgumentError", leader
+    assert "process 1: 'host', 'local'" in leader["message"], leader["message"]
+    assert other["raised"] == "PeerFailedError" and "process 1: 'host', 'local'" in other["message"], other
+    assert os.listdir(root / "mismatch") == []  # not a byte written, no .meta left
 
 
 # ----------------------------------------------------------------------------- async, S3
