@@ -39,7 +39,7 @@ from jaxsaver._bundle.merge import commit_merged, read_part_index
 from jaxsaver._errors import InvalidArgumentError
 from jaxsaver._pipeline import Location, SavePlan, part_names, plan_save, write_part
 from jaxsaver._snapshot import Snapshot
-from jaxsaver.distributed import Coordination, CoordinationError, left_for_sweep, offsets, sweep_saves
+from jaxsaver.distributed import Coordination, CoordinationError, offsets
 from jaxsaver.saveables import Saveable
 
 if TYPE_CHECKING:
@@ -184,8 +184,7 @@ def write_distributed(
     try:
         published = json.dumps({"parts": len(plan.groups), "digests": digests}, sort_keys=True)
         numbering = json.loads(coordination.step("parts", published, combine=number_parts))
-        if leader:
-            sweep_saves(coordination, left_for_sweep())
+        coordination.sweep_earlier()
         first, total = int(numbering["offsets"][coordination.process_id]), int(numbering["total"])
         prefixes, data_keys = part_names(location, total, builder.sharded_filename)
         mine = range(first, first + len(plan.groups))
@@ -214,12 +213,12 @@ def write_distributed(
         coordination.step("committed", "ok")
         if leader:
             coordination.sweep("written")
-    except CoordinationError:
-        left_for_sweep(coordination.save_id)  # every process already knows
+    except CoordinationError:  # every process already knows
+        coordination.done()
         raise
     except BaseException as err:
         coordination.fail(step, err)
-        left_for_sweep(coordination.save_id)
+        coordination.done()
         raise
-    left_for_sweep(coordination.save_id)
+    coordination.done()
     return location.path

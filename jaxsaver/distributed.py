@@ -52,7 +52,7 @@ _NAMESPACE = "jaxsaver"
 _ERROR = "error:"
 
 _save_numbers = itertools.count(1)
-_unswept: list[str] = []  # ids of saves whose keys are left for the next save to remove
+_unswept: list[str] = []  # process 0: ids of saves whose keys the next save removes
 _lock = threading.Lock()
 
 
@@ -128,6 +128,23 @@ class Coordination:
                                      "kind": "failed"})
         except Exception as err:  # noqa: BLE001 - the service is gone; the others time out
             logger.warning("process %d could not publish its failure at %s: %s", self.process_id, step, err)
+
+    def done(self) -> None:
+        """This save is over (committed or failed): process 0 removes its keys at the next save."""
+        if self.leader:
+            with _lock:
+                _unswept.append(self.save_id)
+
+    def sweep_earlier(self) -> None:
+        """Process 0, once every process has published this save's first step (so has left
+        every earlier save): removes the keys of the earlier saves."""
+        if not self.leader:
+            return
+        with _lock:
+            earlier = [s for s in _unswept if s != self.save_id]
+            _unswept[:] = [s for s in _unswept if s == self.save_id]
+        for save_id in earlier:
+            self._delete(f"{_NAMESPACE}/{save_id}/")
 
     def sweep(self, *steps: str) -> None:
         """Removes the keys of ``steps`` of this save (process 0, once everyone has read them)."""
@@ -241,24 +258,6 @@ def next_save_id(prefix_key: str) -> str:
     """
     digest = hashlib.sha1(prefix_key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return f"{digest}-{next(_save_numbers)}"
-
-
-def left_for_sweep(save_id: str | None = None) -> list[str]:
-    """Records ``save_id`` as a save whose keys the next save removes; returns (and forgets)
-    the ones recorded before it when ``save_id`` is None."""
-    with _lock:
-        if save_id is not None:
-            _unswept.append(save_id)
-            return []
-        out = list(_unswept)
-        _unswept.clear()
-        return out
-
-
-def sweep_saves(coordination: Coordination, save_ids: Sequence[str]) -> None:
-    """Removes every key of the given earlier saves (process 0; everyone has moved past them)."""
-    for save_id in save_ids:
-        coordination._delete(f"{_NAMESPACE}/{save_id}/")
 
 
 def current(save_id_for: str, checkpoint: str, timeout_s: float | None = None) -> Coordination | None:

@@ -428,7 +428,7 @@ class Saver:
             )
         except BaseException as err:  # the others would otherwise wait for this process
             coordination.fail("parts", err)
-            distributed.left_for_sweep(coordination.save_id)
+            coordination.done()
             raise
 
         def record() -> None:  # process 0: the state file and retention deletes
@@ -443,7 +443,7 @@ class Saver:
                         self.export_meta_graph(meta_file)
                 except BaseException as err:
                     coordination.fail("parts", err)
-                    distributed.left_for_sweep(coordination.save_id)
+                    coordination.done()
                     raise
                 prefix = _multiprocess.write_distributed(
                     self._builder, plan, source, coordination, digests, on_commit=record

@@ -18,6 +18,7 @@ import traceback
 
 
 def main() -> None:
+    READS.install()  # before jaxsaver is imported (a module keeps its own reference to os.preadv)
     config = json.loads(sys.argv[1])
     nproc, pid, ndev = config["nproc"], config["pid"], config["ndev"]
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
@@ -174,6 +175,54 @@ class WriteCounter:
             setattr(os, name, original)
 
 
+class ReadCounter:
+    """Bytes this process reads with ``os.pread``/``os.preadv`` per file, while ``active``."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[str, int] = {}
+        self.active = False
+
+    def install(self) -> None:
+        pread, preadv = os.pread, os.preadv
+
+        def counted_pread(fd, size, offset):
+            data = pread(fd, size, offset)
+            self._count(fd, len(data))
+            return data
+
+        def counted_preadv(fd, buffers, offset, *rest):
+            n = preadv(fd, buffers, offset, *rest)
+            self._count(fd, n)
+            return n
+
+        os.pread, os.preadv = counted_pread, counted_preadv
+
+    def _count(self, fd: int, n: int) -> None:
+        if self.active:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            self.bytes[path] = self.bytes.get(path, 0) + n
+
+
+READS = ReadCounter()
+
+
+def addressable_bytes(tree: dict) -> int:
+    """Bytes of the distinct blocks this process holds (replicas once), host values whole."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for name, value in tree.items():
+        if name == "key":
+            value = jax.random.key_data(value)
+        if isinstance(value, jax.Array):
+            blocks = {tuple((s.start, s.stop) for s in shard.index): shard.data.nbytes for shard in value.addressable_shards}
+            total += sum(blocks.values())
+        else:
+            total += np.asarray(value).nbytes
+    return total
+
+
 def coordination_keys() -> list[str]:
     from jax._src import distributed as jax_distributed
 
@@ -214,9 +263,17 @@ def restore(scenario: dict, pid: int) -> dict:
     import jaxsaver
 
     template = make_tree(scenario["mesh"], layout=scenario.get("layout", "restore"), abstract=True)
-    restored = jaxsaver.Saver(template=template).restore(scenario["prefix"], target=template)
+    saver = jaxsaver.Saver(template=template)
+    READS.bytes.clear()
+    READS.active = True
+    try:
+        restored = saver.restore(scenario["prefix"], target=template)
+    finally:
+        READS.active = False
     shardings = {n: str(getattr(v, "sharding", None)) for n, v in restored.items()}
-    return {"bad": check_tree(restored), "shardings": shardings}
+    data_read = sum(n for path, n in READS.bytes.items() if re.search(r"\.data-\d{5}-of-\d{5}$", path))
+    return {"bad": check_tree(restored), "shardings": shardings, "data_read": data_read,
+            "addressable": addressable_bytes(restored)}
 
 
 class _KillAtWritten:

@@ -107,7 +107,7 @@ def two_by_four(tmp_path_factory, s3):
     """2 processes × 4 devices: two blocking saves, an asynchronous save, a save to S3."""
     root = tmp_path_factory.mktemp("two_by_four")
     scenarios = [
-        {"kind": "save", "mesh": [2, 4], "prefix": str(root / "a" / "model"), "steps": [1, 2]},
+        {"kind": "save", "mesh": [2, 4], "prefix": str(root / "a" / "model"), "steps": [1, 2], "max_to_keep": 1},
         {"kind": "save", "mesh": [4, 2], "prefix": str(root / "async" / "model"), "steps": [5], "blocking": False},
         {"kind": "save", "mesh": [2, 4], "prefix": "s3://multihost/run/model", "steps": [1]},
         {"kind": "restore", "mesh": [4, 2], "prefix": "s3://multihost/run/model-1"},
@@ -146,6 +146,9 @@ def after_kill(four_by_two):
 def test_every_process_returns_the_same_prefix_and_round_trips(which, request):
     root, run = request.getfixturevalue(which)
     results = run.all(0)
+    if which == "two_by_four":  # max_to_keep=1: process 0 deleted model-1, every process knows
+        assert all(r["last_checkpoints"] == [str(root / "a" / "model-2")] for r in results)
+        assert not list((root / "a").glob("model-1*"))
     prefixes = {tuple(r["prefixes"]) for r in results}
     assert len(prefixes) == 1, prefixes
     for r in results:
@@ -195,6 +198,9 @@ def test_saved_by_four_restored_by_two_on_another_mesh(after_kill):
     _, run = after_kill
     for r in run.all(0):
         assert r["bad"] == []
+        # Each process reads its own blocks (the contiguous byte span covering each piece of a
+        # stored slice, so a little more where a block cuts stored rows), never everything.
+        assert r["addressable"] <= r["data_read"] < unique_bytes(), r
         assert "'b', None" in r["shardings"]["sharded"] or "('b', None)" in r["shardings"]["sharded"] or "PartitionSpec('b'," in r["shardings"]["sharded"]
 
 

@@ -1,0 +1,119 @@
+"""Process 0's commit of a multi-process save at 1 000+ hosts, simulated (docs/multihost.md).
+
+Writes ``--hosts`` real part bundles of ``--entries`` tensors each, as ``--hosts`` processes
+would (every tensor partitioned over all hosts: each part holds one slice of each, 4 float32
+elements), then times process 0's commit as ``jaxsaver._multiprocess.write_distributed`` runs
+it: read and check every part index (``read_part_index``), merge them (``merged_index``), write
+the ``.index``. Peak Python memory of the merge is measured with ``tracemalloc`` (a separate,
+slower pass), and the process's peak RSS is reported too. The coordination-service traffic of
+one save is computed from the same sizes the code publishes.
+
+Usage::
+
+    python benchmarks/multihost_merge.py                      # 1024 hosts x 100 entries
+    python benchmarks/multihost_merge.py --hosts 128 1024 4096 --entries 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxsaver._bundle.merge import merged_index, read_part_index  # noqa: E402
+from jaxsaver._bundle.writer import BundleWriter  # noqa: E402
+from jaxsaver._storage import resolve  # noqa: E402
+from jaxsaver.distributed import offsets  # noqa: E402
+
+
+def write_parts(directory: str, hosts: int, entries: int, elements: int) -> list[str]:
+    prefixes = []
+    for host in range(hosts):
+        prefix = os.path.join(directory, "model-1_temp", f"part-{host:05d}-of-{hosts:05d}")
+        writer = BundleWriter(prefix)
+        for t in range(entries):
+            array = np.full((elements,), host + t / 1000, np.float32)
+            writer.add_slice(f"layer_{t:03d}/kernel", (hosts * elements,), ((host * elements, elements),), array)
+        writer.finish(write_index=True)
+        prefixes.append(prefix)
+    return prefixes
+
+
+def commit(store, directory: str, prefixes: list[str]) -> tuple[float, float, float, int, list]:
+    t0 = time.perf_counter()
+    parts = [read_part_index(store, p) for p in prefixes]
+    t1 = time.perf_counter()
+    index, renames = merged_index(store, os.path.join(directory, "model-1"), parts)
+    t2 = time.perf_counter()
+    store.write(os.path.join(directory, "model-1.index"), index)
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, len(index), parts
+
+
+def coordination_bytes(hosts: int, local_leaves: int) -> dict[str, int]:
+    """Bytes through the coordination service for one save, from what the code publishes."""
+    digests = {f"leaf_{i:03d}/state": "0123456789abcdef" for i in range(local_leaves)}
+    parts_value = len(json.dumps({"parts": 1, "digests": digests}, sort_keys=True))
+    verdict_parts = len(json.dumps({"result": json.dumps({"offsets": offsets([1] * hosts), "total": hosts})}))
+    verdict_ok = len(json.dumps({"result": "ok"}))
+    return {
+        "set_ops": 3 * hosts + 3,  # a value per process per step, a verdict per step
+        "blocking_gets": 3 * (hosts - 1),
+        "bytes_in": hosts * (parts_value + 2 * len("ok")),
+        "bytes_out": (hosts - 1) * (verdict_parts + 2 * verdict_ok),
+        "verdict_parts_bytes": verdict_parts,
+    }
+
+
+def run(hosts: int, entries: int, elements: int) -> dict:
+    directory = tempfile.mkdtemp(prefix="multihost_merge_")
+    try:
+        store, _ = resolve(directory + "/x")
+        t = time.perf_counter()
+        prefixes = write_parts(directory, hosts, entries, elements)
+        write_s = time.perf_counter() - t
+        read_s, merge_s, write_index_s, index_bytes, parts = commit(store, directory, prefixes)
+        del parts
+        tracemalloc.start()
+        parts = [read_part_index(store, p) for p in prefixes]
+        after_read, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        merged_index(store, os.path.join(directory, "model-1"), parts)
+        _, merge_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        part_index_bytes = sum(os.path.getsize(p + ".index") for p in prefixes)
+        return {
+            "hosts": hosts, "entries_per_part": entries, "parts_written_s": round(write_s, 2),
+            "read_part_indexes_s": round(read_s, 3), "merge_s": round(merge_s, 3),
+            "write_index_s": round(write_index_s, 3), "commit_total_s": round(read_s + merge_s + write_index_s, 3),
+            "part_indexes_mib": round(part_index_bytes / 2**20, 2), "merged_index_mib": round(index_bytes / 2**20, 2),
+            "parts_in_memory_mib": round(after_read / 2**20, 1), "merge_peak_extra_mib": round(merge_peak / 2**20, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "coordination": coordination_bytes(hosts, 10),
+        }
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[1024])
+    parser.add_argument("--entries", type=int, default=100)
+    parser.add_argument("--elements", type=int, default=4)
+    args = parser.parse_args()
+    for hosts in args.hosts:
+        print(json.dumps(run(hosts, args.entries, args.elements)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
