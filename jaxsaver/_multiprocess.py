@@ -181,6 +181,7 @@ def write_distributed(
     store = location.store
     leader = coordination.leader
     step = "parts"
+    committed = False
     try:
         published = json.dumps({"parts": len(plan.groups), "digests": digests}, sort_keys=True)
         numbering = json.loads(coordination.step("parts", published, combine=number_parts))
@@ -202,6 +203,7 @@ def write_distributed(
                 for k in range(total)
             ]
             commit_merged(store, location.key, parts)
+            committed = True
             for k in range(total):
                 if k not in mine:
                     store.delete(f"{prefixes[k]}.index")
@@ -217,7 +219,7 @@ def write_distributed(
         coordination.done()
         raise
     except BaseException as err:
-        coordination.fail(step, err)
+        coordination.fail(step, err, committed=committed)
         coordination.done()
         raise
     coordination.done()

@@ -61,6 +61,11 @@ def _names(pids: Sequence[int]) -> str:
     return shown + (f" and {len(pids) - 32} more" if len(pids) > 32 else "")
 
 
+def _outcome(step: str) -> str:
+    """What a failure at ``step`` means for the checkpoint (process 0 commits before "committed")."""
+    return "process 0 may have committed the index" if step == "committed" else "no index was committed"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Coordination:
     """One multi-process save's view of the coordination service.
@@ -115,17 +120,18 @@ class Coordination:
             return result
         return self._await_verdict(step)
 
-    def fail(self, step: str, error: BaseException) -> None:
+    def fail(self, step: str, error: BaseException, *, committed: bool = False) -> None:
         """Publishes this process's failure at ``step`` (best effort: the error raised is the save's).
 
-        On process 0 the step's verdict is the failure too, so the others raise at once.
+        On process 0 the step's verdict is the failure too, so the others raise at once;
+        ``committed`` says that its ``.index`` was written before the failure.
         """
         text = f"{type(error).__name__}: {error}"[:2000]
         try:
             self.client.key_value_set(self._dir(step) + str(self.process_id), _ERROR + text, allow_overwrite=True)
             if self.leader:
-                self._verdict(step, {"error": f"process 0 failed at step {step!r}: {text}; no index was committed",
-                                     "kind": "failed"})
+                outcome = "its index was committed before" if committed else "no index was committed"
+                self._verdict(step, {"error": f"process 0 failed at step {step!r}: {text}; {outcome}", "kind": "failed"})
         except Exception as err:  # noqa: BLE001 - the service is gone; the others time out
             logger.warning("process %d could not publish its failure at %s: %s", self.process_id, step, err)
 
@@ -190,7 +196,7 @@ class Coordination:
         return DistributedTimeoutError(
             f"saving checkpoint {self.checkpoint}: process(es) {_names(list(late))} of {self.num_processes} "
             f"did not reach step {step!r} within {self.timeout_s:g} s (seen from process {self.process_id}); "
-            "no index was committed"
+            + _outcome(step)
         )
 
     @staticmethod
@@ -200,7 +206,7 @@ class Coordination:
         return PeerFailedError(
             f"saving checkpoint {checkpoint}: process {pid} failed at step {step!r}: {failed[pid][len(_ERROR):]}"
             + (f" (processes {_names(others)} failed too)" if others else "")
-            + "; no index was committed"
+            + "; " + _outcome(step)
         )
 
     def _gather(self, step: str) -> list[str]:
