@@ -50,6 +50,7 @@ __all__ = ["replicated_indices", "digest", "snapshot", "number_parts", "write_di
 logger = logging.getLogger(__name__)
 
 _MAX_THREADS = 8
+_READ_THREADS = 16
 
 
 def replicated_indices(values: Sequence[Any]) -> list[int]:
@@ -159,6 +160,16 @@ def _write_own(builder: SaverBuilder, plan: SavePlan, source: Snapshot, *, write
         return [future.result() for future in futures]
 
 
+def _read_parts(store: Any, prefixes: Sequence[str], data_keys: Sequence[str | None], own: Sequence[Any],
+                mine: range) -> list[Any]:
+    """Every part's index in part order: process 0's own from memory, the others' read from the
+    store concurrently (object stores are latency-bound: one GET per part)."""
+    others = [k for k in range(len(prefixes)) if k not in mine]
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(_READ_THREADS, len(others)))) as pool:
+        read = dict(zip(others, pool.map(lambda k: read_part_index(store, prefixes[k], data_key=data_keys[k]), others)))
+    return [own[k - mine.start] if k in mine else read[k] for k in range(len(prefixes))]
+
+
 def write_distributed(
     builder: SaverBuilder,
     plan: SavePlan,
@@ -198,10 +209,7 @@ def write_distributed(
         step = "committed"
         if leader:
             coordination.sweep("parts")
-            parts = [
-                own[k - first] if k in mine else read_part_index(store, prefixes[k], data_key=data_keys[k])
-                for k in range(total)
-            ]
+            parts = _read_parts(store, prefixes, data_keys, own, mine)
             commit_merged(store, location.key, parts)
             committed = True
             for k in range(total):
