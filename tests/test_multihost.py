@@ -313,3 +313,43 @@ def test_save_to_s3_from_several_processes(two_by_four, s3):
     for name, want in worker.expected_values().items():
         assert np.asarray(flat[name]).tobytes() == np.asarray(want).tobytes(), name
     assert not [n for n in names if ".part-" in n], names  # part indexes removed after the merge
+
+
+# ----------------------------------------------------------------------------- pure parts, one process
+
+
+def test_barrier_timeout_must_be_positive():
+    import jaxsaver
+
+    with pytest.raises(jaxsaver.InvalidArgumentError, match="barrier_timeout_s"):
+        jaxsaver.Saver(template={"w": np.zeros(2)}, barrier_timeout_s=0)
+
+
+def test_part_numbering_and_digest_check():
+    from jaxsaver._multiprocess import number_parts
+
+    same = {"step": "aa", "host": "bb"}
+    values = [json.dumps({"parts": n, "digests": same}) for n in (3, 0, 2, 1)]
+    assert json.loads(number_parts(values)) == {"offsets": [0, 3, 3, 5], "total": 6}
+    values[2] = json.dumps({"parts": 2, "digests": {"step": "ab", "host": "bb", "extra": "cc"}})
+    with pytest.raises(ValueError, match=r"process 2: 'extra' \(not replicated on process 0\), 'step'"):
+        number_parts(values)
+
+
+def test_stale_parts_of_failed_saves_are_found_on_object_stores_and_removed_on_disk(tmp_path):
+    from jaxsaver._stale import remove_stale, stale_names
+    from jaxsaver._storage import resolve
+
+    names = ["m-1.index", "m-1.data-00000-of-00002", "m-2.part-00001-of-00002.index", "m-2.data-00001-of-00002",
+             "m-3.index", "m-3.data-00000-of-00001", "m-3.part-00000-of-00001.index", "mx-2.data-00000-of-00001"]
+    assert stale_names(names, "m-3", 1) == ["m-2.data-00001-of-00002", "m-2.part-00001-of-00002.index",
+                                            "m-3.part-00000-of-00001.index"]
+    for name in ["m-1.index", "m-1.data-00000-of-00001", "m-2.meta", "m-2_temp/part-00000-of-00002.index",
+                 "m-3.index", "m-3.data-00000-of-00001", "m-3.data-00001-of-00004", "keep.txt"]:
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+    store, key = resolve(str(tmp_path / "m-3"))
+    assert remove_stale(store, key, 1) == ["m-2.meta", "m-2_temp", "m-3.data-00001-of-00004"]
+    assert sorted(os.listdir(tmp_path)) == ["keep.txt", "m-1.data-00000-of-00001", "m-1.index",
+                                           "m-3.data-00000-of-00001", "m-3.index"]
