@@ -81,6 +81,7 @@ def coordination_bytes(hosts: int, local_leaves: int) -> dict[str, int]:
     """Bytes through the coordination service for one save, from what the code publishes."""
     digests = {f"leaf_{i:03d}/state": "0123456789abcdef" for i in range(local_leaves)}
     parts_value = len(json.dumps({"parts": 1, "digests": digests}, sort_keys=True))
+    # Worst case: part counts that differ (equal counts publish {"each": n}, a few bytes).
     verdict_parts = len(json.dumps({"result": json.dumps({"offsets": offsets([1] * hosts), "total": hosts})}))
     verdict_ok = len(json.dumps({"result": "ok"}))
     return {

@@ -45,7 +45,7 @@ from jaxsaver.saveables import Saveable
 if TYPE_CHECKING:
     from jaxsaver.builder import SaverBuilder
 
-__all__ = ["replicated_indices", "digest", "snapshot", "number_parts", "write_distributed"]
+__all__ = ["replicated_indices", "digest", "snapshot", "number_parts", "first_part", "write_distributed"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def number_parts(values: Sequence[str]) -> str:
     """Process 0's reduction of the first step: checks the replicated digests, numbers the parts.
 
     ``values[p]`` is process p's JSON ``{"parts": count, "digests": {name: digest}}``. Returns
-    JSON ``{"offsets": [first part of each process], "total": parts}``.
+    JSON ``{"each": count}`` when every process has as many parts (the usual case: a few bytes
+    for any process count), else ``{"offsets": [first part of each process], "total": parts}``.
 
     Raises:
         InvalidArgumentError: a replicated value differs from process 0's (leaves and
@@ -123,6 +124,8 @@ def number_parts(values: Sequence[str]) -> str:
         >>> one = '{"parts": 2, "digests": {"step": "aa"}}'
         >>> number_parts([one, '{"parts": 1, "digests": {"step": "aa"}}'])
         '{"offsets": [0, 2], "total": 3}'
+        >>> number_parts([one, one])
+        '{"each": 2}'
     """
     parsed = [json.loads(v) for v in values]
     reference = parsed[0]["digests"]
@@ -148,7 +151,22 @@ def number_parts(values: Sequence[str]) -> str:
             + "\nMake per-process state a global array, or give it per-process names."
         )
     counts = [int(item["parts"]) for item in parsed]
+    if len(set(counts)) == 1:
+        return json.dumps({"each": counts[0]})
     return json.dumps({"offsets": offsets(counts), "total": sum(counts)})
+
+
+def first_part(numbering: dict[str, Any], process_id: int, num_processes: int) -> tuple[int, int]:
+    """``(this process's first part number, total parts)`` from :func:`number_parts`' result.
+
+    Example:
+        >>> first_part({"each": 2}, 3, 4), first_part({"offsets": [0, 2], "total": 3}, 1, 2)
+        ((6, 8), (2, 3))
+    """
+    if "each" in numbering:
+        each = int(numbering["each"])
+        return process_id * each, num_processes * each
+    return int(numbering["offsets"][process_id]), int(numbering["total"])
 
 
 def _write_own(builder: SaverBuilder, plan: SavePlan, source: Snapshot, *, write_index: bool) -> list[Any]:
@@ -197,7 +215,7 @@ def write_distributed(
         published = json.dumps({"parts": len(plan.groups), "digests": digests}, sort_keys=True)
         numbering = json.loads(coordination.step("parts", published, combine=number_parts))
         coordination.sweep_earlier()
-        first, total = int(numbering["offsets"][coordination.process_id]), int(numbering["total"])
+        first, total = first_part(numbering, coordination.process_id, coordination.num_processes)
         prefixes, data_keys = part_names(location, total, builder.sharded_filename)
         mine = range(first, first + len(plan.groups))
         plan = dataclasses.replace(

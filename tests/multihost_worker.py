@@ -72,6 +72,7 @@ def expected_values() -> dict:
     return {
         "sharded": np.arange(16 * 8, dtype=np.float32).reshape(16, 8) / 7,
         "rows": (np.arange(8 * 12, dtype=np.int32).reshape(8, 12) * 3 - 50),
+        "big": np.sin(np.arange(64 * 64, dtype=np.float32)).reshape(64, 64),
         "replicated": (np.arange(4 * 3, dtype=np.float32).reshape(4, 3) / 3).astype(ml_dtypes.bfloat16),
         "local": np.linspace(0, 1, 6, dtype=np.float32),
         "host": np.arange(4, dtype=np.float64) * 0.5,
@@ -92,8 +93,9 @@ def _specs(layout: str):
     from jax.sharding import PartitionSpec as P
 
     if layout == "save":
-        return {"sharded": P("a", "b"), "rows": P("a", None), "replicated": P()}
-    return {"sharded": P("b", None), "rows": P(None, "a"), "replicated": P("a")}  # restore: another layout
+        return {"sharded": P("a", "b"), "rows": P("a", None), "replicated": P(), "big": P("a", None)}
+    # restore: another layout
+    return {"sharded": P("b", None), "rows": P(None, "a"), "replicated": P("a"), "big": P(None, "b")}
 
 
 def make_tree(mesh_shape, layout: str = "save", *, abstract: bool = False) -> dict:

@@ -28,6 +28,10 @@ pytestmark = pytest.mark.timeout(300)
 WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
 LAUNCH_TIMEOUT_S = 150
 KILL_TIMEOUT_S = 6.0
+# Process 0's first device holds 8 544 bytes (a "big" row block, a shard of each other global
+# array, and the replicated values), process 1's first device 8 448: at this cap only process 0's
+# group is split, so the processes' part counts differ.
+OBJECT_CAP = 8500
 
 
 class Launch:
@@ -113,7 +117,9 @@ def two_by_four(tmp_path_factory, s3):
         {"kind": "restore", "mesh": [4, 2], "prefix": "s3://multihost/run/model-1"},
         {"kind": "mismatch", "mesh": [2, 4], "prefix": str(root / "mismatch" / "model")},
     ]
-    return root, launch(root / "run", 2, 4, scenarios, env=s3.env())
+    # The object cap splits process 0's first device group in two on S3 (see OBJECT_CAP): the
+    # global part numbering must take uneven part counts in.
+    return root, launch(root / "run", 2, 4, scenarios, env=s3.env() | {"JAXSAVER_MAX_OBJECT_BYTES": str(OBJECT_CAP)})
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +224,7 @@ def test_saved_by_four_restored_by_one_process_on_another_mesh(four_by_two):
         "sharded": jax.ShapeDtypeStruct((16, 8), np.float32, sharding=NamedSharding(mesh, P("b", None))),
         "rows": jax.ShapeDtypeStruct((8, 12), np.int32, sharding=NamedSharding(mesh, P("b", "a"))),
         "replicated": jax.ShapeDtypeStruct((4, 3), expected["replicated"].dtype, sharding=NamedSharding(mesh, P())),
+        "big": jax.ShapeDtypeStruct((64, 64), np.float32, sharding=NamedSharding(mesh, P("b", None))),
         "local": jax.ShapeDtypeStruct((6,), np.float32, sharding=NamedSharding(mesh, P("b"))),
         "key": jax.random.key(0),
         "host": np.zeros(4),
@@ -310,9 +317,12 @@ def test_save_to_s3_from_several_processes(two_by_four, s3):
         flat = jaxsaver.restore_as_numpy("s3://multihost/run/model-1")
         store, key = jaxsaver._storage.resolve("s3://multihost/run/")
         names = sorted(store.basename(k) for k in store.list(key))
+        sizes = [store.size(k) for k in store.list(key) if ".data-" in k]
     for name, want in worker.expected_values().items():
         assert np.asarray(flat[name]).tobytes() == np.asarray(want).tobytes(), name
     assert not [n for n in names if ".part-" in n], names  # part indexes removed after the merge
+    # Cap-split parts: 5 on process 0 (its first device's group split in two), 4 on process 1.
+    assert len(sizes) == 9 and max(sizes) <= OBJECT_CAP and sum(sizes) == unique_bytes(), sizes
 
 
 # ----------------------------------------------------------------------------- pure parts, one process
@@ -331,6 +341,7 @@ def test_part_numbering_and_digest_check():
     same = {"step": "aa", "host": "bb"}
     values = [json.dumps({"parts": n, "digests": same}) for n in (3, 0, 2, 1)]
     assert json.loads(number_parts(values)) == {"offsets": [0, 3, 3, 5], "total": 6}
+    assert json.loads(number_parts([values[0]] * 1000)) == {"each": 3}  # O(1) whatever the process count
     values[2] = json.dumps({"parts": 2, "digests": {"step": "ab", "host": "bb", "extra": "cc"}})
     with pytest.raises(ValueError, match=r"process 2: 'extra' \(not replicated on process 0\), 'step'"):
         number_parts(values)
