@@ -48,6 +48,8 @@ DEFAULT_TIMEOUT_S = 300.0
 
 #: Process 0 polls the step's directory at this interval at most (it starts at 5 ms).
 _MAX_POLL_S = 0.2
+#: A process still waiting at a step logs a warning this often (naming whom it waits for).
+_LOG_EVERY_S = 30.0
 _NAMESPACE = "jaxsaver"
 _ERROR = "error:"
 
@@ -176,6 +178,18 @@ class Coordination:
         except Exception as err:  # noqa: BLE001 - leftover keys are small; the save stands
             logger.warning("could not remove coordination keys %s: %s", key, err)
 
+    def _blocking_get(self, key: str, seconds: float, step: str) -> str | None:
+        """The value at ``key``, or None if it did not appear within ``seconds``."""
+        try:
+            return self.client.blocking_key_value_get(key, max(1, int(seconds * 1000)))
+        except Exception as err:  # the jax client raises JaxRuntimeError
+            if "DEADLINE_EXCEEDED" in str(err):
+                return None
+            raise CoordinationError(
+                f"saving checkpoint {self.checkpoint}: the coordination service did not answer "
+                f"(process 0 hosts it) at step {step!r}: {err}"
+            ) from None
+
     def _listing(self, step: str) -> dict[int, str]:
         base = self._dir(step)
         try:
@@ -210,7 +224,9 @@ class Coordination:
         )
 
     def _gather(self, step: str) -> list[str]:
-        deadline = time.monotonic() + self.timeout_s
+        start = time.monotonic()
+        deadline = start + self.timeout_s
+        next_log = start + _LOG_EVERY_S
         pause = 0.005
         while True:
             values = self._listing(step)
@@ -225,25 +241,30 @@ class Coordination:
                 error = self._timeout(step, [p for p in range(self.num_processes) if p not in values])
                 self._verdict(step, {"error": str(error), "kind": "timeout"})
                 raise error
+            if time.monotonic() >= next_log:
+                next_log += _LOG_EVERY_S
+                late = [p for p in range(self.num_processes) if p not in values]
+                logger.warning("saving checkpoint %s: process 0 has waited %.0f s of %g s at step %r for process(es) %s",
+                               self.checkpoint, time.monotonic() - start, self.timeout_s, step, _names(late))
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, _MAX_POLL_S)
 
-    def _await_verdict(self, step: str) -> list[str]:
+    def _await_verdict(self, step: str) -> str:
         key = self._dir(step) + "all"
-        try:
-            raw = self.client.blocking_key_value_get(key, max(1, int(self.timeout_s * 1000)))
-        except Exception as err:  # DEADLINE_EXCEEDED, or the service is gone
-            if "DEADLINE_EXCEEDED" not in str(err):
-                raise CoordinationError(
-                    f"saving checkpoint {self.checkpoint}: the coordination service did not answer "
-                    f"(process 0 hosts it) at step {step!r}: {err}"
-                ) from None
+        start = time.monotonic()
+        deadline = start + self.timeout_s
+        raw = None
+        while raw is None and (left := deadline - time.monotonic()) > 0:
+            raw = self._blocking_get(key, min(left, _LOG_EVERY_S), step)  # in slices, to log long waits
+            if raw is None and time.monotonic() < deadline:
+                logger.warning("saving checkpoint %s: process %d has waited %.0f s of %g s at step %r",
+                               self.checkpoint, self.process_id, time.monotonic() - start, self.timeout_s, step)
+        if raw is None:  # process 0 gave no verdict in time: name the late processes ourselves
             values = self._listing(step)
-            late = [p for p in range(self.num_processes) if p not in values]
             failed = {p: v for p, v in values.items() if v.startswith(_ERROR)}
             if failed:
-                raise self._failure(step, self.checkpoint, failed) from None
-            raise self._timeout(step, late or [0]) from None
+                raise self._failure(step, self.checkpoint, failed)
+            raise self._timeout(step, [p for p in range(self.num_processes) if p not in values] or [0])
         verdict = json.loads(raw)
         if "result" in verdict:
             return str(verdict["result"])
