@@ -18,7 +18,6 @@ holds at most one step of one save at rest.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -53,7 +52,8 @@ _LOG_EVERY_S = 30.0
 _NAMESPACE = "jaxsaver"
 _ERROR = "error:"
 
-_save_numbers = itertools.count(1)
+_save_numbers: dict[str, int] = {}  # per checkpoint key digest: saves started by this process
+_MAX_REMEMBERED = 4096
 _unswept: list[str] = []  # process 0: ids of saves whose keys the next save removes
 _lock = threading.Lock()
 
@@ -273,18 +273,24 @@ class Coordination:
 
 
 def next_save_id(prefix_key: str) -> str:
-    """A name for the next multi-process save that every process computes alike.
+    """A name for the next multi-process save of ``prefix_key`` that every process computes alike.
 
-    Every process saves in the same order (a JAX program is SPMD), so a per-process count of
-    multi-process saves, with a digest of the checkpoint's key, names the same save everywhere.
+    A digest of the checkpoint's key and how many times this process saved that key: every
+    process saves in the same order (a JAX program is SPMD). Counting per key keeps processes in
+    step even after one of them raised before a save started (the next checkpoint has a new key).
 
     Example:
         >>> a, b = next_save_id("ckpt/model-1"), next_save_id("ckpt/model-1")
-        >>> a.split("-")[0] == b.split("-")[0] and a != b
-        True
+        >>> a.split("-")[0] == b.split("-")[0], int(b.split("-")[1]) - int(a.split("-")[1])
+        (True, 1)
     """
     digest = hashlib.sha1(prefix_key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    return f"{digest}-{next(_save_numbers)}"
+    with _lock:
+        number = _save_numbers.pop(digest, 0) + 1
+        _save_numbers[digest] = number  # most recent last
+        while len(_save_numbers) > _MAX_REMEMBERED:  # long swept: a forgotten key restarts at 1
+            del _save_numbers[next(iter(_save_numbers))]
+    return f"{digest}-{number}"
 
 
 def current(save_id_for: str, checkpoint: str, timeout_s: float | None = None) -> Coordination | None:
