@@ -23,6 +23,7 @@ from jaxsaver._errors import NotFoundError as NotFoundError
 from jaxsaver._errors import PermissionDeniedError as PermissionDeniedError
 from jaxsaver._errors import StorageError as StorageError
 from jaxsaver._errors import UnimplementedError as UnimplementedError
+from jaxsaver._errors import CoordinationError, DistributedTimeoutError, PeerFailedError  # multi-process saves
 from jaxsaver._options import SaverOptions as SaverOptions
 from jaxsaver.checkpoint_management import checkpoint_exists as checkpoint_exists
 from jaxsaver.checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
@@ -131,6 +132,7 @@ __all__ = [
     "PermissionDeniedError",
     "StorageError",
     "UnimplementedError",
+    "CoordinationError", "DistributedTimeoutError", "PeerFailedError",
     "merge_bundles",
     "CheckpointManager", "CheckpointManagerOptions",
     "ExportedFunction", "MetaGraph", "MetaInfo", "export_meta_graph", "import_meta_graph",

@@ -13,6 +13,9 @@ __all__ = [
     "FailedPreconditionError",
     "StorageError",
     "PermissionDeniedError",
+    "CoordinationError",
+    "DistributedTimeoutError",
+    "PeerFailedError",
 ]
 
 
@@ -64,3 +67,15 @@ class PermissionDeniedError(StorageError, PermissionError):
 
 class FailedPreconditionError(JaxsaverError, RuntimeError):
     """A call made in the wrong state (e.g. ``save`` before ``build`` with ``defer_build``)."""
+
+
+class CoordinationError(JaxsaverError, RuntimeError):
+    """A step of a multi-process save could not complete (the checkpoint is named)."""
+
+
+class DistributedTimeoutError(CoordinationError, TimeoutError):
+    """Some processes did not reach a step of a multi-process save in time (they are named)."""
+
+
+class PeerFailedError(CoordinationError):
+    """Another process's part of a multi-process save failed (its error is quoted)."""

@@ -45,11 +45,19 @@ class SaverOptions:
     bounded window in the background; one extra device copy). Synchronous saves always stream
     the caller's arrays through the window."""
 
+    barrier_timeout_s: float | None = None
+    """Multi-process saves: seconds each process waits for the others at each step (None:
+    ``JAXSAVER_BARRIER_TIMEOUT_S`` or :data:`jaxsaver.distributed.DEFAULT_TIMEOUT_S`)."""
+
     def __post_init__(self) -> None:
         if self.snapshot not in ("host", "device"):
             from jaxsaver._errors import InvalidArgumentError
 
             raise InvalidArgumentError(f"snapshot must be 'host' or 'device', got {self.snapshot!r}")
+        if self.barrier_timeout_s is not None and not self.barrier_timeout_s > 0:
+            from jaxsaver._errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"barrier_timeout_s must be a positive number of seconds, got {self.barrier_timeout_s!r}")
 
     @property
     def scope(self) -> str:

@@ -24,14 +24,14 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
-from jaxsaver import _pipeline
+from jaxsaver import _multiprocess, _pipeline, distributed
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
@@ -151,6 +151,8 @@ class Saver:
             ``"host"`` or ``"device"`` (see :class:`SaverOptions`).
         object_graph: also write TF2's object graph, for ``tf.train.Checkpoint`` (see
             :mod:`jaxsaver.interop.tf2`).
+        barrier_timeout_s: in a multi-process program, how long each process waits for the
+            others at each step of a save (default ``JAXSAVER_BARRIER_TIMEOUT_S`` or 300 s).
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class Saver:
         clock: Callable[[], float] = time.time,
         snapshot: str = "host",
         object_graph: bool = False,
+        barrier_timeout_s: float | None = None,
     ) -> None:
         var_list, template = split_positional(var_list, template)  # Saver(train_state) is its template
         if defer_build and var_list:
@@ -190,7 +193,7 @@ class Saver:
             keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours, name=name,
             restore_sequentially=restore_sequentially, allow_empty=allow_empty,
             pad_step_number=pad_step_number, save_relative_paths=save_relative_paths, filename=filename,
-            snapshot=snapshot, object_graph=object_graph,
+            snapshot=snapshot, object_graph=object_graph, barrier_timeout_s=barrier_timeout_s,
         )
         self._builder = builder
         self._meta_graph: dict[str, Any] = {}
@@ -400,12 +403,19 @@ class Saver:
             from jaxsaver.interop._object_graph import with_object_graph
 
             saveables, leaves = with_object_graph(saveables, leaves, None if global_step is None else step)
+        meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        sidecars = {f"{checkpoint_file}.{suffix}": data for suffix, data in (extra_sidecars or {}).items()}
+        coordination = distributed.current(location.key, location.path, self.options.barrier_timeout_s)
+        if coordination is not None:
+            return self._save_distributed(
+                coordination, saveables, leaves, location, meta_file, sidecars, write_meta_graph=write_meta_graph,
+                write_state=write_state, save_path=save_path, latest_filename=latest_filename,
+                meta_graph_suffix=meta_graph_suffix, blocking=blocking,
+            )
         plan, source = _pipeline.snapshot(
             self._builder, saveables, leaves, location,
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
-        meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
-        sidecars = {f"{checkpoint_file}.{suffix}": data for suffix, data in (extra_sidecars or {}).items()}
 
         def finish() -> str:
             try:
@@ -423,6 +433,57 @@ class Saver:
                 raise
             if write_state:
                 self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
+            return prefix
+
+        handle = self._background.submit(finish, location.path)
+        return handle.result() if blocking else handle
+
+    def _save_distributed(
+        self, coordination: distributed.Coordination, saveables: Sequence[Saveable], leaves: list[Any],
+        location: _pipeline.Location, meta_file: str, sidecars: dict[str, bytes], *, write_meta_graph: bool, write_state: bool, save_path: str, latest_filename: str,
+        meta_graph_suffix: str, blocking: bool,
+    ) -> str | SaveHandle:
+        """``save`` in a multi-process program (see :mod:`jaxsaver._multiprocess`): every process
+        writes what it owns; process 0 writes the ``.meta``, commits, and keeps the state file."""
+        leader = coordination.leader
+        try:
+            plan, source, digests = _multiprocess.snapshot(
+                self._builder, saveables, leaves, location, leader=leader,
+                mode=None if blocking else self.options.snapshot,
+            )
+        except BaseException as err:  # the others would otherwise wait for this process
+            coordination.fail("parts", err)
+            coordination.done()
+            raise
+
+        def record() -> None:  # process 0: the state file and retention deletes
+            if write_state:
+                self._update_state(location.path, save_path, latest_filename, meta_graph_suffix)
+
+        def finish() -> str:
+            try:
+                try:
+                    _pipeline.make_parent(location)
+                    if leader:  # sidecars before the index commit
+                        if write_meta_graph:
+                            self.export_meta_graph(meta_file)
+                        for path, data in sidecars.items():
+                            store, key = resolve(path)
+                            store.write(key, data)
+                except BaseException as err:
+                    coordination.fail("parts", err)
+                    coordination.done()
+                    raise
+                prefix = _multiprocess.write_distributed(
+                    self._builder, plan, source, coordination, digests, on_commit=record
+                )
+            except BaseException:
+                if leader:
+                    for path in ([meta_file] if write_meta_graph else []) + list(sidecars):
+                        _remove_quietly(path)
+                raise
+            if write_state and not leader:  # the same retention view on every process
+                self._retention, _ = record_checkpoint(self._policy(), self._retention, prefix, self._clock())
             return prefix
 
         handle = self._background.submit(finish, location.path)

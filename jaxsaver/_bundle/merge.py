@@ -86,6 +86,7 @@ def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[byt
         if header.version.SerializeToString() != first.version.SerializeToString():
             raise InvalidArgumentError(f"Version mismatch when merging {store.url(part.prefix)}")
         total_shards += header.num_shards
+        merged_ids: dict[int, int] = {}  # this part's shard id -> merged id (one name lookup per file)
         for key, original in part.entries:
             existing = entries.get(key)
             if existing is not None and not existing.slices:
@@ -95,7 +96,9 @@ def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[byt
                 )
             entry = tensor_bundle_pb2.BundleEntryProto()
             entry.CopyFrom(original)  # never change the caller's (or the writer's) entries
-            entry.shard_id = shard_ids.setdefault(part.data_key_of(original.shard_id), len(shard_ids))
+            if original.shard_id not in merged_ids:
+                merged_ids[original.shard_id] = shard_ids.setdefault(part.data_key_of(original.shard_id), len(shard_ids))
+            entry.shard_id = merged_ids[original.shard_id]
             if existing is None:
                 entries[key] = entry
                 continue

@@ -131,6 +131,13 @@ class Store(abc.ABC):
     def list(self, prefix: str) -> list[str]:
         """All keys starting with ``prefix``, sorted."""
 
+    def entries(self, prefix: str) -> list[str]:
+        """Names of the entries directly in ``prefix``'s directory that start with its basename:
+        objects, and directories (key prefixes on object stores) such as ``<prefix>_temp``; sorted."""
+        directory = self.dirname(prefix)
+        skip = len(directory) + 1 if directory else 0
+        return sorted({key[skip:].split("/", 1)[0] for key in self.list(prefix)})
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Deletes ``key``; a missing key is not an error."""

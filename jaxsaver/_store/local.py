@@ -205,6 +205,14 @@ class LocalStore(Store):
                     out.append(full)
         return sorted(out)
 
+    def entries(self, prefix: str) -> list[str]:
+        base = os.path.basename(prefix)
+        try:
+            with os.scandir(os.path.dirname(prefix) or ".") as it:
+                return sorted(e.name for e in it if e.name.startswith(base))
+        except FileNotFoundError:
+            return []
+
     def delete(self, key: str) -> None:
         try:
             os.unlink(key)
