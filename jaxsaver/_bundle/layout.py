@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,19 @@ import numpy as np
 from jaxsaver._format.slices import Extent, intersect
 from jaxsaver._format.tensors import num_elements
 
-__all__ = ["PartPlan", "covering_pieces", "piece_indices", "plan_part"]
+__all__ = ["PartPlan", "TooIrregular", "covering_pieces", "find_overlap", "piece_indices", "plan_part"]
 
 # Partial reads issue one ranged read per contiguous run; below this run size a single read of
 # the bounding range is cheaper than many small ones.
 _MIN_RUN_BYTES = 1 << 16
 _MAX_RUNS = 4096
+# The overlap check marks stored slices on the grid their boundaries draw: at most this many
+# cells (one byte each), whatever the index claims.
+MAX_GRID_CELLS = 1 << 24
+
+
+class TooIrregular(ValueError):
+    """Stored slices whose boundaries draw a grid too large to check for overlaps."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,3 +109,49 @@ def piece_indices(
     local = tuple((s - rs, n) for (s, n), (rs, _) in zip(overlap, resolved))
     target = tuple(slice(s - qs, s - qs + n) for (s, n), (qs, _) in zip(overlap, request))
     return local, target
+
+
+def find_overlap(shape: tuple[int, ...], boxes: Sequence[tuple[Extent, ...]]) -> tuple[int, int] | None:
+    """The indices of two stored slices (resolved extents inside ``shape``) that share an
+    element, or None; linear in the grid the slices' boundaries draw, not quadratic in their count.
+
+    Every slice marks the cells of that grid it covers; a cell marked twice is an overlap. A
+    sharded tensor's slices draw one cell per slice, so the check costs about one numpy
+    assignment per slice.
+
+    Raises:
+        TooIrregular: the grid would have more than :data:`MAX_GRID_CELLS` cells.
+
+    Example:
+        >>> find_overlap((4, 3), [((0, 2), (0, 3)), ((2, 2), (0, 3))]) is None
+        True
+        >>> find_overlap((4, 3), [((0, 3), (0, 3)), ((2, 2), (0, 3))])
+        (0, 1)
+    """
+    kept = [i for i, box in enumerate(boxes) if all(n > 0 for _, n in box)]
+    if len(kept) < 2:
+        return None
+    if not shape:
+        return (kept[0], kept[1])
+    edges = [sorted({s for s, _ in axis} | {s + n for s, n in axis}) for axis in zip(*(boxes[i] for i in kept))]
+    cells = 1
+    for axis_edges in edges:
+        cells *= max(len(axis_edges) - 1, 1)
+    if cells > MAX_GRID_CELLS:
+        raise TooIrregular(
+            f"{len(kept)} stored slices draw a grid of {cells} cells to check for overlaps "
+            f"(limit {MAX_GRID_CELLS})"
+        )
+    taken = np.zeros(tuple(max(len(e) - 1, 1) for e in edges), dtype=np.bool_)
+    for at, i in enumerate(kept):
+        box = boxes[i]
+        index = tuple(
+            slice(bisect.bisect_left(e, s), bisect.bisect_left(e, s + n)) for e, (s, n) in zip(edges, box)
+        )
+        region = taken[index]
+        if region.any():
+            for j in kept[:at]:
+                if intersect(shape, boxes[j], box) is not None:
+                    return (j, i)
+        region[...] = True
+    return None

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxsaver._proto import tensor_bundle_pb2, types_pb2
-from jaxsaver._bundle.layout import covering_pieces, piece_indices, plan_part
+from jaxsaver._bundle.layout import TooIrregular, covering_pieces, find_overlap, piece_indices, plan_part
 from jaxsaver._bundle.metadata import TensorInfo as TensorInfo
 from jaxsaver._bundle.metadata import decode_key, decode_keys, drop_hidden, hidden_keys, scan_entries, shape_problem
 from jaxsaver._bundle.writer import _display, _extents_of, encode_name, format_extents
@@ -27,7 +27,6 @@ from jaxsaver._format.slices import (
     Extent,
     SliceError,
     encode_slice_key,
-    intersect,
     resolve_extents,
     slice_from_index,
     slice_from_proto,
@@ -554,13 +553,16 @@ class BundleReader:
                     f"{format_extents(extents)} exceeds shape {info.shape}"
                 )
             stored.append((extents, resolved))
-        for i, (_, a) in enumerate(stored):
-            for _, b in stored[i + 1 :]:
-                if intersect(info.shape, a, b) is not None:
-                    raise DataLossError(
-                        f"{self._url(self._index_key)}: tensor {info.name!r}: Overlapping slices "
-                        f"{format_extents(a)} and {format_extents(b)}"
-                    )
+        try:
+            overlap = find_overlap(info.shape, [resolved for _, resolved in stored])
+        except TooIrregular as err:
+            raise DataLossError(f"{self._url(self._index_key)}: tensor {info.name!r}: {err}") from None
+        if overlap is not None:
+            a, b = (stored[k][1] for k in overlap)
+            raise DataLossError(
+                f"{self._url(self._index_key)}: tensor {info.name!r}: Overlapping slices "
+                f"{format_extents(a)} and {format_extents(b)}"
+            )
         pieces, complete = covering_pieces(info.shape, stored, request)
         if not complete:
             raise InvalidArgumentError(
