@@ -38,11 +38,14 @@ from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
+from jaxsaver._retention import absorb_checkpoints
+from jaxsaver._cleanup import cleanup, in_flight
+from jaxsaver._retire import delete_checkpoint, inside, read_journal, remove_journal, write_journal
 from jaxsaver.builder import SaverBuilder, SaverGraph
 from jaxsaver.checkpoint_management import (
     get_checkpoint_mtimes,
+    get_checkpoint_state,
     meta_graph_filename,
-    remove_checkpoint,
     update_checkpoint_state_internal,
 )
 from jaxsaver.saveables import LeafKind, Saveable, flatten_values, saveables_from_pytree, unflatten_like
@@ -92,6 +95,13 @@ def _remove_quietly(path: str) -> None:
         store.delete(key)
     except Exception as err:  # the save's own error is the one to raise
         logger.warning("Could not remove %s after a failed save: %s", path, err)
+
+
+def _remove_journal_quietly(directory: str, latest_filename: str) -> None:
+    try:
+        remove_journal(directory, latest_filename)
+    except Exception as err:  # the save's own outcome is what the caller hears
+        logger.warning("Could not remove the retention journal in %s: %s", directory, err)
 
 
 def restore_as_numpy(save_path: Any) -> dict[str, Any]:
@@ -387,15 +397,26 @@ class Saver:
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
 
         def finish() -> str:
-            try:
-                if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
-                    _pipeline.make_parent(location)
-                    self.export_meta_graph(meta_file)
-                prefix = _pipeline.write(self._builder, plan, source)
-            except BaseException:
-                if write_meta_graph:
-                    _remove_quietly(meta_file)
-                raise
+            _pipeline.make_parent(location)
+            directory = os.path.dirname(save_path)
+            # While the save is in flight its prefix is marked (jaxsaver._cleanup); leftovers
+            # of earlier crashed saves in the directory are removed once provably stale.
+            with in_flight(location.path):
+                if location.store.atomic_rename:
+                    cleanup(location.store.dirname(location.key) or ".")
+                if write_state:
+                    self._recover(directory, latest_filename, meta_graph_suffix, location.path)
+                    write_journal(directory, latest_filename, adopt=[location.path])
+                try:
+                    if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+                        self.export_meta_graph(meta_file)
+                    prefix = _pipeline.write(self._builder, plan, source)
+                except BaseException:
+                    if write_meta_graph and not location.store.exists(f"{location.key}.index"):
+                        _remove_quietly(meta_file)  # an overwritten checkpoint keeps its .meta
+                    if write_state:
+                        _remove_journal_quietly(directory, latest_filename)
+                    raise
             if write_state:
                 self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
             return prefix
@@ -431,18 +452,60 @@ class Saver:
         self._retention, doomed = record_checkpoint(
             self._policy(), self._retention, model_checkpoint_path, self._clock()
         )
+        directory = os.path.dirname(save_path)
+        if doomed:  # recorded before the state file, so a crash cannot leave them undeleted
+            write_journal(directory, latest_filename, adopt=[model_checkpoint_path],
+                          delete=[p for p in doomed if inside(p, directory)])
         update_checkpoint_state_internal(
-            save_dir=os.path.dirname(save_path),
+            save_dir=directory,
             model_checkpoint_path=model_checkpoint_path,
             all_model_checkpoint_paths=self.last_checkpoints,
             latest_filename=latest_filename,
             save_relative_paths=self.options.save_relative_paths,
         )
         for prefix in doomed:
-            try:
-                remove_checkpoint(prefix, self.saver_def.version, meta_graph_suffix)
+            try:  # only the checkpoint's own files, and only inside the directory (logged if not)
+                delete_checkpoint(prefix, directory, meta_graph_suffix)
             except Exception as err:  # the seed ignores failures here too
                 logger.warning("Ignoring: %s", err)
+        _remove_journal_quietly(directory, latest_filename)
+
+    def _recover(self, directory: str, latest_filename: str, meta_graph_suffix: str, target: str) -> None:
+        """Finishes what a crashed save's journal says it left undone (see :mod:`jaxsaver._retire`)."""
+        journal = read_journal(directory, latest_filename)
+        if journal is None:
+            return
+        try:
+            state = get_checkpoint_state(directory, latest_filename)
+        except InvalidArgumentError:
+            state = None
+        listed = set()
+        if state is not None:
+            listed = {os.path.realpath(p) for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]}
+        tracked = {os.path.realpath(p) for p in self.last_checkpoints}
+        found = []
+        for name in journal["adopt"]:
+            prefix = os.path.join(directory, name)
+            real = os.path.realpath(prefix)
+            if real not in listed and real not in tracked and real != os.path.realpath(target):
+                mtimes = get_checkpoint_mtimes([prefix])
+                if mtimes:
+                    found.append((prefix, mtimes[0]))
+        self._retention, doomed = absorb_checkpoints(self._policy(), self._retention, found)
+        for name in journal["delete"]:
+            prefix = os.path.join(directory, name)
+            real = os.path.realpath(prefix)
+            if real not in listed and real not in tracked and real != os.path.realpath(target):
+                doomed.append(prefix)
+        for prefix in doomed:
+            try:
+                delete_checkpoint(prefix, directory, meta_graph_suffix)
+            except Exception as err:
+                logger.warning("Ignoring: %s", err)
+        if found or doomed:
+            logger.info("recovered an interrupted save in %s: adopted %s, deleted %s", directory,
+                        [p for p, _ in found], doomed)
+        _remove_journal_quietly(directory, latest_filename)
 
     # ------------------------------------------------------------------ restore
 
