@@ -42,6 +42,7 @@ from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
+from jaxsaver._cleanup import cleanup as cleanup
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ from jaxsaver.inspect import register_notebook_displays as _register_notebook_di
 _register_notebook_displays()
 
 __all__ = [
+    "cleanup",
     "CheckpointState",
     "MetaGraphDef",
     "SaverDef",

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from jaxsaver._storage import LocalStore, _os_error, resolve
+from jaxsaver._storage import LocalStore, _os_error, resolve, temp_name
 
 __all__ = ["cleanup", "in_flight", "owner_alive"]
 
@@ -103,26 +103,59 @@ def in_flight(prefix: Any) -> Iterator[None]:
         yield
         return
     temp = f"{key}_temp"
-    marker = os.path.join(temp, f".owner-{_HOST}-{os.getpid()}")
-    store.make_dir(temp)
+    name = f".owner-{_HOST}-{os.getpid()}"
+    marker = os.path.join(temp, name)
+    # The directory appears with its marker already inside (made under a temporary name, then
+    # renamed), so no ownerless <prefix>_temp is ever visible.
+    staging = temp_name(temp)
     made = False
     try:
-        with open(marker, "xb"):
+        os.mkdir(staging)
+        os.close(os.open(os.path.join(staging, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        try:
+            os.rename(staging, temp)
             made = True
-    except FileExistsError:  # another save of this prefix in this process: it owns the marker
-        pass
+        except OSError:  # <prefix>_temp exists: another save of this prefix is in flight
+            if not os.path.exists(marker):
+                os.rename(os.path.join(staging, name), marker)
+                made = True
+            else:
+                os.unlink(os.path.join(staging, name))
+            os.rmdir(staging)
     except OSError as err:
-        store.remove_dir(temp)
+        _discard(staging)
         raise _os_error(err, marker) from None
     try:
         yield
     finally:
         if made:
-            try:
-                os.unlink(marker)
-            except OSError:
-                pass
-        store.remove_dir(temp)
+            _release(temp, name)
+
+
+def _release(temp: str, name: str) -> None:
+    """Removes our marker; the directory, when only the marker is left, goes under a temporary
+    name first, so no ownerless ``<prefix>_temp`` is ever visible."""
+    try:
+        if os.listdir(temp) == [name]:
+            leaving = temp_name(temp)
+            os.rename(temp, leaving)
+            os.unlink(os.path.join(leaving, name))
+            os.rmdir(leaving)
+        else:
+            os.unlink(os.path.join(temp, name))
+            os.rmdir(temp)  # fails while another save's files are in it
+    except OSError:
+        pass
+
+
+def _discard(directory: str) -> None:
+    """Removes a directory of ours and the files in it (best effort)."""
+    try:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def _mtime(path: str) -> float | None:
@@ -234,7 +267,20 @@ def cleanup(directory: Any, *, grace_seconds: float = _DEFAULT_GRACE, dry_run: b
         if match is None:
             continue
         path = os.path.join(root, name)
-        if os.path.isfile(path) and _stale(match["host"], match["pid"], path, now, grace_seconds):
+        if not _stale(match["host"], match["pid"], path, now, grace_seconds):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):  # an in-flight marker being made
+            names_in = os.listdir(path)
+            if all(_OWNER.fullmatch(n) for n in names_in):
+                for n in names_in:
+                    _remove(os.path.join(path, n), removed, dry_run)
+                if not dry_run:
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+                removed.append(path)
+        elif os.path.isfile(path):
             _remove(path, removed, dry_run)
     by_prefix: dict[str, dict[int, list[str]]] = {}
     for name in names:

@@ -401,9 +401,9 @@ class Saver:
             directory = os.path.dirname(save_path)
             # While the save is in flight its prefix is marked (jaxsaver._cleanup); leftovers
             # of earlier crashed saves in the directory are removed once provably stale.
+            if location.store.atomic_rename:
+                cleanup(location.store.dirname(location.key) or ".")
             with in_flight(location.path):
-                if location.store.atomic_rename:
-                    cleanup(location.store.dirname(location.key) or ".")
                 if write_state:
                     self._recover(directory, latest_filename, meta_graph_suffix, location.path)
                     write_journal(directory, latest_filename, adopt=[location.path])
