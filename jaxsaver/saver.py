@@ -36,7 +36,7 @@ from jaxsaver import _pipeline
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
-from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
+from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError, JaxsaverError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver._retention import absorb_checkpoints
 from jaxsaver._cleanup import cleanup, in_flight
@@ -95,6 +95,29 @@ def _remove_quietly(path: str) -> None:
         store.delete(key)
     except Exception as err:  # the save's own error is the one to raise
         logger.warning("Could not remove %s after a failed save: %s", path, err)
+
+
+def _previous_meta(location: _pipeline.Location, meta_file: str) -> bytes | None:
+    """The ``.meta`` of the checkpoint a save is about to overwrite, if there is one."""
+    store, key = resolve(meta_file)
+    try:
+        if location.store.exists(f"{location.key}.index") and store.exists(key):
+            return store.read(key)
+    except JaxsaverError:
+        pass
+    return None
+
+
+def _restore_meta(meta_file: str, old: bytes | None) -> None:
+    """After a failed save: the overwritten checkpoint's ``.meta`` back, or none at all."""
+    if old is None:
+        _remove_quietly(meta_file)
+        return
+    store, key = resolve(meta_file)
+    try:
+        store.write(key, old)
+    except Exception as err:  # the save's own error is the one to raise
+        logger.warning("Could not put back %s after a failed save: %s", meta_file, err)
 
 
 def _remove_journal_quietly(directory: str, latest_filename: str) -> None:
@@ -407,13 +430,14 @@ class Saver:
                 if write_state:
                     self._recover(directory, latest_filename, meta_graph_suffix, location.path)
                     write_journal(directory, latest_filename, adopt=[location.path])
+                old_meta = _previous_meta(location, meta_file) if write_meta_graph else None
                 try:
                     if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
                         self.export_meta_graph(meta_file)
                     prefix = _pipeline.write(self._builder, plan, source)
                 except BaseException:
-                    if write_meta_graph and not location.store.exists(f"{location.key}.index"):
-                        _remove_quietly(meta_file)  # an overwritten checkpoint keeps its .meta
+                    if write_meta_graph:
+                        _restore_meta(meta_file, old_meta)  # a checkpoint overwritten keeps its own
                     if write_state:
                         _remove_journal_quietly(directory, latest_filename)
                     raise
