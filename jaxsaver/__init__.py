@@ -43,6 +43,7 @@ from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
 from jaxsaver._cleanup import cleanup as cleanup
+from jaxsaver.manager import CheckpointManager as CheckpointManager, CheckpointManagerOptions as CheckpointManagerOptions
 
 __version__ = "0.1.0"
 
@@ -94,4 +95,5 @@ __all__ = [
     "StorageError",
     "UnimplementedError",
     "merge_bundles",
+    "CheckpointManager", "CheckpointManagerOptions",
 ]

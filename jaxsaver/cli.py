@@ -1,8 +1,9 @@
 """The ``jaxsaver`` command: inspect (TensorFlow's inspect_checkpoint, same output), ls, tree, verify, diff, stats, demo.
 
 Exit codes: 0 success; 1 ``verify`` found corruption, ``diff`` found differences, or
-``inspect`` was given no file (as TensorFlow's tool); 2 a user error (missing checkpoint, bad
-argument), printed as one line plus a hint, never a traceback.
+``inspect --tensor_name`` named a tensor the checkpoint lacks (TensorFlow's text, printed as its
+tool prints it); 2 a user error (missing checkpoint, bad or missing argument), printed as one
+line plus a hint, never a traceback.
 
 Example:
     $ jaxsaver inspect ckpt/model-3
@@ -26,16 +27,6 @@ import numpy as np
 from jaxsaver._errors import CheckpointNotFoundError, DataLossError, JaxsaverError, NotFoundError, UnimplementedError
 
 __all__ = ["main"]
-
-_USAGE = (
-    "Usage: inspect_checkpoint --file_name=checkpoint_file_name "
-    "[--tensor_name=tensor_to_print] "
-    "[--all_tensors] "
-    "[--all_tensor_names] "
-    "[--count_exclude_pattern] "
-    "[--printoptions]"
-)
-
 
 class _UsageError(Exception):
     """A command-line mistake found after parsing (printed with the subcommand's name)."""
@@ -119,8 +110,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     file_name = args.path or args.file_name
     if not file_name:
-        print(_USAGE)
-        return 1
+        raise _UsageError("a checkpoint PATH is required (a prefix such as ckpt/model-3, or a directory)")
     options = dict(args.printoptions or [])
     with np.printoptions(**options), load_checkpoint(file_name) as reader:
         if args.json:
@@ -141,7 +131,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         else:
             if not reader.has_tensor(args.tensor_name):
                 print("Tensor %s not found in checkpoint" % args.tensor_name)
-                return 0
+                return 1
             shapes = reader.get_variable_to_shape_map()
             dtypes = reader.get_variable_to_dtype_map()
             print("tensor: %s (%s) %s" % (args.tensor_name, dtypes[args.tensor_name].name, shapes[args.tensor_name]))
@@ -207,12 +197,15 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     from jaxsaver._storage import resolve
     from jaxsaver.checkpoint_management import get_checkpoint_state
 
+    from jaxsaver._history import annotate_listing
+
     directory = args.dir
     state = get_checkpoint_state(directory)
-    if state is None:
+    if state is None and not annotate_listing(directory, [])[1].untracked:
         raise CheckpointNotFoundError(f"no readable 'checkpoint' state file in {directory}")
-    stamps = list(state.all_model_checkpoint_timestamps)
-    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    stamps = list(state.all_model_checkpoint_timestamps) if state else []
+    paths = (list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]) if state else []
+    managed, view = annotate_listing(directory, paths)  # metrics and the retention rules keeping each
     rows = []
     for i, prefix in enumerate(paths):
         store, key = resolve(prefix)
@@ -230,9 +223,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             "exists": exists,
             "latest": prefix == state.model_checkpoint_path,
             "files": [store.basename(f) for f in files],
+            **managed.get(prefix, {"metrics": None, "kept_by": None}),
         })
     if args.json:
-        _print_json({"directory": directory, "checkpoints": rows})
+        _print_json({"directory": directory, "checkpoints": rows, "untracked": list(view.untracked),
+                     "uncommitted_files": list(view.leftovers)})
         return 0
 
     def when(t: float | None) -> str:
@@ -240,13 +235,30 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
     from jaxsaver.inspect import human_size
 
+    def metrics(row: dict[str, Any]) -> str:
+        if "sidecar_error" in row:
+            return "(corrupt sidecar)"
+        return " ".join(f"{k}={v:.4g}" if v is not None else f"{k}=-" for k, v in (row["metrics"] or {}).items()) or "-"
+
+    kept = [",".join(r["kept_by"]) if r["kept_by"] else "-" for r in rows]
+    shown = [metrics(r) for r in rows]
+    mw, kw = max([len("metrics"), *map(len, shown)]), max([len("kept by"), *map(len, kept)])
     print(f"{len(rows)} checkpoint{'s' if len(rows) != 1 else ''} in {directory} (oldest first, * = latest)")
-    print(f"  {'step':>8}  {'size':>10}  {'modified':19}  prefix")
-    for row in rows:
+    print(f"  {'step':>8}  {'size':>10}  {'modified':19}  {'metrics':{mw}}  {'kept by':{kw}}  prefix")
+    for row, text, rules in zip(rows, shown, kept):
         step = "-" if row["step"] is None else str(row["step"])
         size = human_size(row["bytes"]) if row["exists"] else "missing"
         mark = "*" if row["latest"] else " "
-        print(f"{mark} {step:>8}  {size:>10}  {when(row['mtime']):19}  {row['prefix']}")
+        print(f"{mark} {step:>8}  {size:>10}  {when(row['mtime']):19}  {text:{mw}}  {rules:{kw}}  {row['prefix']}")
+    if view.untracked:
+        print(f"{len(view.untracked)} untracked (not in the state file; never deleted but by "
+              "CheckpointManager.cleanup_untracked()):")
+        for prefix in view.untracked:
+            print(f"  {prefix}")
+    if view.leftovers:
+        print(f"{len(view.leftovers)} file(s) of saves that never committed:")
+        for path in view.leftovers:
+            print(f"  {path}")
     return 0
 
 
@@ -264,11 +276,25 @@ def _cmd_tree(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    if not args.all:
+        return _verify_one(args.path, as_json=args.json)
+    from jaxsaver.checkpoint_management import get_checkpoint_state
+
+    state = get_checkpoint_state(args.path)
+    if state is None:
+        raise CheckpointNotFoundError(f"--all: no readable 'checkpoint' state file in {args.path}")
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    codes = [_verify_one(path, as_json=args.json) for path in paths]
+    return max(codes, default=0)
+
+
+def _verify_one(path: str, *, as_json: bool) -> int:
+    """Verifies one checkpoint (a prefix or a directory's latest); 1 when anything is corrupt."""
     from jaxsaver._bundle.writer import format_extents
     from jaxsaver._format.slices import SliceError, encode_slice_key, slice_from_proto
     from jaxsaver.reader import load_checkpoint
 
-    with load_checkpoint(args.path) as reader:
+    with load_checkpoint(path) as reader:
         bundle = reader.bundle
         labels = {}
         entries = 0
@@ -288,7 +314,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 labels[key.decode("utf-8", "surrogateescape")] = f"{info.name} [slice {format_extents(extents)}]"
         problems = [(labels.get(key, key), message) for key, message in bundle.verify()]
         prefix = reader.prefix
-    if args.json:
+    if as_json:
         _print_json({
             "path": prefix, "entries": entries, "bytes": nbytes, "ok": not problems,
             "problems": [{"tensor": name, "error": message} for name, message in problems],
@@ -333,7 +359,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxsaver.demo import main as demo_main
 
-    return demo_main(list(args.rest))
+    return demo_main([] if args.dir is None else ["--dir", args.dir])
 
 
 # ---------------------------------------------------------------------------------- main
@@ -343,10 +369,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxsaver", description="Inspect, list, verify and compare TensorFlow V2 checkpoints."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="print a checkpoint's tensors (TensorFlow's inspect_checkpoint)")
-    p.add_argument("path", nargs="?", default="", help="checkpoint prefix or directory")
+    p.add_argument("path", nargs="?", default="", help=_PATH_HELP)
     p.add_argument("--file_name", default="", help="same as PATH (TensorFlow's flag)")
     p.add_argument("--tensor_name", default="", help="name of the tensor to print")
     p.add_argument("--count_exclude_pattern", default="", help="regex of tensors not to count")
@@ -358,36 +385,52 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_inspect)
 
     p = sub.add_parser("ls", help="the checkpoint history of a directory (its 'checkpoint' file)")
-    p.add_argument("dir")
+    p.add_argument("dir", help="a checkpoint directory (holding a 'checkpoint' state file)")
     p.set_defaults(handler=_cmd_ls)
 
     p = sub.add_parser("tree", help="tensors as a nested tree with shapes, dtypes and sizes")
-    p.add_argument("path")
+    p.add_argument("path", help=_PATH_HELP)
     p.add_argument("--no-meta", action="store_true", help="ignore the structure stored in PREFIX.meta")
     p.set_defaults(handler=_cmd_tree)
 
     p = sub.add_parser("verify", help="read every tensor and check every checksum")
-    p.add_argument("path")
+    p.add_argument("path", help=_PATH_HELP)
+    p.add_argument("--all", action="store_true",
+                   help="PATH is a directory: verify every checkpoint its 'checkpoint' file lists")
     p.set_defaults(handler=_cmd_verify)
 
     p = sub.add_parser("diff", help="compare two checkpoints tensor by tensor")
-    p.add_argument("a")
-    p.add_argument("b")
+    p.add_argument("a", help="the first checkpoint (" + _PATH_HELP + ")")
+    p.add_argument("b", help="the second checkpoint")
     p.set_defaults(handler=_cmd_diff)
 
     p = sub.add_parser("stats", help="min/max/mean/std and NaN/Inf counts per tensor")
-    p.add_argument("path")
-    p.add_argument("names", nargs="*")
+    p.add_argument("path", help=_PATH_HELP)
+    p.add_argument("names", nargs="*", help="tensor names (default: every numeric tensor)")
     p.set_defaults(handler=_cmd_stats)
 
     p = sub.add_parser("demo", help="train a small Flax model, save, inspect and restore it")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("--dir", metavar="DIRECTORY",
+                   help="where to write the checkpoints (kept); default: a temporary directory, removed at the end")
     p.set_defaults(handler=_cmd_demo)
 
     for name, action in sub.choices.items():
         if name != "demo":
             action.add_argument("--json", action="store_true", help="machine-readable output")
+        action.set_defaults(usage=action.format_usage().strip())
     return parser
+
+
+_PATH_HELP = "a checkpoint prefix (ckpt/model-3, no .index suffix) or a directory (its latest checkpoint)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxsaver")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 def _hint(err: BaseException) -> str:
@@ -420,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args))
+    except _UsageError as err:
+        print(args.usage, file=sys.stderr)
+        print(f"jaxsaver {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")

@@ -1,11 +1,14 @@
 """The main job: train a small Flax model a few steps, save, list, inspect, restore, compare.
 
-Run with ``python -m jaxsaver.demo [DIRECTORY]`` (a fresh temporary directory by default).
+Run with ``python -m jaxsaver.demo [--dir DIRECTORY]``: checkpoints go to DIRECTORY (kept), or to
+a temporary directory removed at the end. ``--help`` lists the options.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -32,15 +35,17 @@ class MLP(nn.Module):
 
 
 def make_state(seed: int) -> train_state.TrainState:
+    """A fresh TrainState; ``params`` holds Flax's ``params`` collection itself, so the saved
+    names are ``params/Dense_0/kernel`` (not ``params/params/...``)."""
     model = MLP()
-    params = model.init(jax.random.key(seed), jnp.zeros((1, 8)))
+    params = model.init(jax.random.key(seed), jnp.zeros((1, 8)))["params"]
     return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(1e-2))
 
 
 @jax.jit
 def train_step(state: train_state.TrainState, x: jax.Array, y: jax.Array) -> tuple[train_state.TrainState, jax.Array]:
     def loss_fn(params: object) -> jax.Array:
-        return jnp.mean((state.apply_fn(params, x) - y) ** 2)
+        return jnp.mean((state.apply_fn({"params": params}, x) - y) ** 2)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), loss
@@ -54,9 +59,33 @@ def _human(nbytes: int) -> str:
     raise AssertionError
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxsaver.demo",
+        description="Train a small Flax MLP a few steps, save checkpoints, inspect and restore them.",
+    )
+    parser.add_argument("--dir", metavar="DIRECTORY",
+                        help="where to write the checkpoints (kept); default: a temporary directory, removed at the end")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    directory = args[0] if args else tempfile.mkdtemp(prefix="jaxsaver-demo-")
+    """Runs the demo; returns the exit code (``--help`` and argument errors return argparse's)."""
+    try:
+        args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if args.dir is not None:
+        return _run(args.dir)
+    directory = tempfile.mkdtemp(prefix="jaxsaver-demo-")
+    try:
+        return _run(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        print(f"removed {directory} (pass --dir DIRECTORY to keep the checkpoints)")
+
+
+def _run(directory: str) -> int:
     os.makedirs(directory, exist_ok=True)
     prefix = os.path.join(directory, "model")
 

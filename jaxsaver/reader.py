@@ -42,6 +42,7 @@ from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._format.slices import SliceError, encode_slice_key, resolve_extents, slice_from_proto
 from jaxsaver._storage import resolve
 from jaxsaver.checkpoint_management import latest_checkpoint
+from jaxsaver.typing import PathLike
 
 __all__ = [
     "CheckpointReader",
@@ -371,7 +372,7 @@ def _checkpoint_filename(dir_or_prefix: Any, storage: Any) -> str:
     return path
 
 
-def load_checkpoint(ckpt_dir_or_file: Any, *, storage: Any = None) -> CheckpointReader:
+def load_checkpoint(ckpt_dir_or_file: PathLike, *, storage: Any = None) -> CheckpointReader:
     """A :class:`CheckpointReader` for a prefix, or for the latest checkpoint of a directory.
 
     Raises:
@@ -381,7 +382,7 @@ def load_checkpoint(ckpt_dir_or_file: Any, *, storage: Any = None) -> Checkpoint
     return CheckpointReader(_checkpoint_filename(ckpt_dir_or_file, storage), storage=storage)
 
 
-def list_variables(ckpt_dir_or_file: Any, *, storage: Any = None) -> list[tuple[str, list[int]]]:
+def list_variables(ckpt_dir_or_file: PathLike, *, storage: Any = None) -> list[tuple[str, list[int]]]:
     """Sorted ``(name, shape)`` of every tensor; reads only the index."""
     with load_checkpoint(ckpt_dir_or_file, storage=storage) as reader:
         names, _, shapes = reader._metadata()
@@ -389,7 +390,7 @@ def list_variables(ckpt_dir_or_file: Any, *, storage: Any = None) -> list[tuple[
             return sorted(zip(names, map(list, shapes)))  # names are unique: sorted by name
 
 
-def load_variable(ckpt_dir_or_file: Any, name: str, *, storage: Any = None) -> Any:
+def load_variable(ckpt_dir_or_file: PathLike, name: str, *, storage: Any = None) -> Any:
     """One tensor's value (``name`` may end in ``:0``, as a graph tensor name does)."""
     if name.endswith(":0"):
         name = name[:-2]

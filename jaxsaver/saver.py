@@ -36,6 +36,7 @@ from jaxsaver import _pipeline
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
+from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError, JaxsaverError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver._retention import absorb_checkpoints
@@ -127,7 +128,7 @@ def _remove_journal_quietly(directory: str, latest_filename: str) -> None:
         logger.warning("Could not remove the retention journal in %s: %s", directory, err)
 
 
-def restore_as_numpy(save_path: Any) -> dict[str, Any]:
+def restore_as_numpy(save_path: PathLike) -> dict[str, Any]:
     """Every tensor of a checkpoint as a nested dict of numpy arrays, split on ``/``.
 
     Needs no template and no devices. ``save_path`` is a prefix or a directory (its latest
@@ -184,9 +185,9 @@ class Saver:
 
     def __init__(
         self,
-        var_list: Any = None,
+        var_list: PyTree | None = None,
         *,
-        template: Any = None,
+        template: PyTree | None = None,
         reshape: bool = False,
         sharded: bool = False,
         max_to_keep: int | None = 5,
@@ -257,7 +258,7 @@ class Saver:
         if not self.saver_def.restore_op_name:
             raise InvalidArgumentError(f"saver_def must specify the restore_op_name: {self.saver_def}")
 
-    def build(self, template: Any = None) -> None:
+    def build(self, template: PyTree | None = None) -> None:
         """Builds the graph from the template (or ``template``) and var_list; idempotent."""
         if self._is_built:
             return
@@ -353,15 +354,16 @@ class Saver:
 
     def save(
         self,
-        values: Any,
-        save_path: Any,
-        global_step: Any = None,
+        values: PyTree,
+        save_path: PathLike,
+        global_step: StepLike | None = None,
         latest_filename: str | None = None,
         meta_graph_suffix: str = "meta",
         write_meta_graph: bool = True,
         write_state: bool = True,
         *,
         blocking: bool = True,
+        extra_sidecars: dict[str, bytes] | None = None,
     ) -> str | SaveHandle | None:
         """Saves ``values`` (a pytree shaped like the template) to a checkpoint.
 
@@ -375,6 +377,9 @@ class Saver:
         Args:
             blocking: wait until the checkpoint is committed (the default), or return a
                 :class:`SaveHandle` once the snapshot is taken.
+            extra_sidecars: ``{suffix: bytes}`` files written at ``<prefix>.<suffix>`` with the
+                ``.meta``, before the index is committed (so a visible checkpoint has them), and
+                removed if the save fails (:class:`jaxsaver.CheckpointManager`'s metadata).
 
         Returns:
             The checkpoint prefix (``save_path`` or ``save_path-<step>``), None if the saver is
@@ -418,6 +423,7 @@ class Saver:
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        sidecars = {f"{checkpoint_file}.{suffix}": data for suffix, data in (extra_sidecars or {}).items()}
 
         def finish() -> str:
             _pipeline.make_parent(location)
@@ -432,12 +438,17 @@ class Saver:
                     write_journal(directory, latest_filename, adopt=[location.path])
                 old_meta = _previous_meta(location, meta_file) if write_meta_graph else None
                 try:
-                    if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has its .meta
+                    if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has them
                         self.export_meta_graph(meta_file)
+                    for path, data in sidecars.items():
+                        store, key = resolve(path)
+                        store.write(key, data)
                     prefix = _pipeline.write(self._builder, plan, source)
                 except BaseException:
                     if write_meta_graph:
                         _restore_meta(meta_file, old_meta)  # a checkpoint overwritten keeps its own
+                    for path in sidecars:
+                        _remove_quietly(path)
                     if write_state:
                         _remove_journal_quietly(directory, latest_filename)
                     raise
@@ -533,7 +544,7 @@ class Saver:
 
     # ------------------------------------------------------------------ restore
 
-    def restore(self, save_path: Any, target: Any = None) -> Any:
+    def restore(self, save_path: PathLike, target: PyTree | None = None) -> PyTree:
         """Restores a checkpoint; returns a pytree shaped like ``target`` or the template.
 
         Leaves the saver does not cover (a subset saver) keep the target's values. Without a
@@ -585,7 +596,7 @@ class Saver:
 
     # ------------------------------------------------------------------ meta graph
 
-    def export_meta_graph(self, filename: Any = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
+    def export_meta_graph(self, filename: PathLike | None = None, *, export_scope: str | None = None) -> meta_graph_pb2.MetaGraphDef:
         """A ``MetaGraphDef`` holding the ``SaverDef`` and the tree's leaves; written if ``filename``."""
         meta = meta_graph_pb2.MetaGraphDef()
         meta.meta_info_def.meta_graph_version = "jaxsaver-1"

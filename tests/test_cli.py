@@ -50,7 +50,7 @@ def test_inspect_modes_match_tensorflow(case, ref, capsys):
     prefix = r["prefix"]
     assert run(capsys, "inspect", prefix, "--all_tensor_names")[1] == r["all_tensor_names"]
     assert run(capsys, "inspect", prefix, "--all_tensor_names", "--count_exclude_pattern", "^[a-m]")[1] == r["exclude"]
-    assert run(capsys, "inspect", prefix, "--tensor_name", "no/such") == (0, r["missing"], "")
+    assert run(capsys, "inspect", prefix, "--tensor_name", "no/such") == (1, r["missing"], "")  # same text as TF; exit 1 (TF exits 0)
     for name, expected in r["tensor_name"].items():
         assert run(capsys, "inspect", prefix, "--tensor_name", name)[1] == expected, name
     for name, expected in r["printoptions"].items():
@@ -76,9 +76,35 @@ def test_inspect_real_tensorflow_process(ref, capsys):
     assert ours.stdout == proc.stdout
 
 
-def test_inspect_without_file_prints_usage(ref, capsys):
-    code, out, _ = run(capsys, "inspect")
-    assert (code, out) == (ref["cli"]["usage"]["code"], ref["cli"]["usage"]["stdout"]) == (1, out)
+def test_inspect_without_file_prints_jaxsavers_usage(capsys):
+    # It used to print TF's `inspect_checkpoint --file_name=...` usage and exit 1.
+    code, out, err = run(capsys, "inspect")
+    assert code == 2 and out == ""
+    assert err.startswith("usage: jaxsaver inspect") and "--file_name=checkpoint_file_name" not in err
+    assert "jaxsaver inspect: error: a checkpoint PATH is required" in err
+
+
+def test_inspect_missing_tensor_keeps_tfs_text_and_exits_nonzero(ref, capsys):
+    # TF's tool prints this and exits 0; a script could not tell the tensor was missing.
+    code, out, _ = run(capsys, "inspect", ref["refs"]["ours"]["prefix"], "--tensor_name", "no/such")
+    assert (code, out) == (1, "Tensor no/such not found in checkpoint\n")
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"jaxsaver {version('jaxsaver')}"
+
+
+@pytest.mark.parametrize("command", ["inspect", "ls", "tree", "verify", "diff", "stats"])
+def test_positional_arguments_have_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    block = out.split("positional arguments:")[1].split("options:")[0]
+    for line in block.strip().splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            assert len(line.split(None, 1)) == 2, f"{command}: no help for {line.strip()}"
 
 
 def test_inspect_json(ref, capsys):
@@ -164,6 +190,22 @@ def test_verify_names_corrupt_slices(ref, tmp_path, capsys):
     assert "CORRUPT w [slice 2,2:0,3]" in out
 
 
+def test_verify_all_checks_every_listed_checkpoint(tmp_path, capsys):
+    import jax.numpy as jnp
+
+    from jaxsaver import Saver
+
+    saver = Saver(template={"w": jnp.zeros((64,))}, max_to_keep=3)
+    prefixes = [saver.save({"w": jnp.full((64,), float(s))}, tmp_path / "m", global_step=s) for s in (1, 2, 3)]
+    _corrupt(prefixes[0], ["w"])  # an older checkpoint: plain `verify DIR` checks only the latest
+    assert run(capsys, "verify", str(tmp_path))[0] == 0
+    code, out, _ = run(capsys, "verify", str(tmp_path), "--all")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == "CORRUPT w: " + lines[0].split(": ", 1)[1] and "m-1" in lines[1]
+    assert sum("all checksums match" in line for line in lines) == 2
+
+
 # ---------------------------------------------------------------------------------- ls, tree, diff, stats, demo
 
 
@@ -227,5 +269,5 @@ def test_no_command_and_help(capsys):
 
 
 def test_demo_runs(tmp_path, capsys):
-    code, out, _ = run(capsys, "demo", str(tmp_path))
+    code, out, _ = run(capsys, "demo", "--dir", str(tmp_path))
     assert code == 0 and "restored" in out

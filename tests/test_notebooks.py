@@ -1,6 +1,8 @@
 """Runs every notebook in ``notebooks/`` top to bottom (nbclient), so they never rot.
 
-The notebooks are committed without outputs; a cell that raises fails its notebook's test.
+The notebooks are committed executed (so GitHub shows them; ``tools/execute_notebooks.py``
+refreshes them) with small outputs; the suite re-executes them, and a cell that raises fails its
+notebook's test.
 """
 
 from __future__ import annotations
@@ -39,12 +41,18 @@ def _kernel_manager():
     return km
 
 
-def test_notebooks_are_committed_without_outputs():
+def test_notebooks_are_committed_executed_with_small_outputs():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from execute_notebooks import MAX_OUTPUT_BYTES, output_bytes
+
     for name in NOTEBOOKS:
         nb = nbformat.read(os.path.join(ROOT, "notebooks", name), as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert not cell.outputs and cell.execution_count is None, name
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        counts = [cell.execution_count for cell in code]
+        assert counts == list(range(1, len(code) + 1)), f"{name}: not executed top to bottom: {counts}"
+        assert any(cell.outputs for cell in code), name
+        assert not any(out.get("output_type") == "error" for cell in code for out in cell.outputs), name
+        assert output_bytes(nb) <= MAX_OUTPUT_BYTES, name
 
 
 @pytest.mark.timeout(300)

@@ -197,3 +197,146 @@ def test_cross_check_against_tensorflow_saver(
     assert list(state.paths) == tf_listed == [prefix[n] for n in listed]
     assert ours_alive == tf_alive
     assert saver._next_checkpoint_time == state.next_checkpoint_time
+
+
+# --------------------------------------------------------------------------------------------
+# CheckpointManager policies: pure objects over (step, time, score), no filesystem.
+# --------------------------------------------------------------------------------------------
+
+from jaxsaver._errors import InvalidArgumentError  # noqa: E402
+from jaxsaver._retention import (  # noqa: E402
+    AnyOf,
+    BestN,
+    CheckpointInfo,
+    EveryNSeconds,
+    EveryNSteps,
+    Latest,
+    LatestN,
+    ManagerPolicy,
+    keep_reasons,
+)
+
+LOSSES = [0.9, 0.5, 0.8, 0.3, 0.7, 0.6, 0.2, 0.95, 0.85, 0.99]  # steps 1..10: best are 7 (0.2), 4 (0.3)
+
+
+def simulate(policy, infos):
+    """What a manager tracks after saving ``infos`` one by one, applying ``policy`` after each."""
+    tracked: list[CheckpointInfo] = []
+    deleted: list[int] = []
+    for info in infos:
+        tracked.append(info)
+        keep = policy.keep(tracked)
+        deleted += [c.step for c in tracked if c.step not in keep]
+        tracked = [c for c in tracked if c.step in keep]
+    return [c.step for c in tracked], deleted
+
+
+def infos_for(losses=LOSSES, period=60.0):
+    return [CheckpointInfo(step=s, time=1000.0 + period * s, score=l) for s, l in enumerate(losses, start=1)]
+
+
+def test_best_n_keeps_the_two_lowest_losses_plus_the_latest():
+    kept, deleted = simulate(ManagerPolicy(max_to_keep=1, best_n=2, best_mode="min"), infos_for())
+    assert kept == [4, 7, 10]
+    assert sorted(deleted) == [1, 2, 3, 5, 6, 8, 9]
+
+
+def test_best_n_max_mode_keeps_the_highest():
+    kept, _ = simulate(ManagerPolicy(max_to_keep=1, best_n=2, best_mode="max"), infos_for())
+    assert kept == [8, 10]  # 0.99 (step 10, also the latest) and 0.95 (step 8)
+    assert BestN(n=2, mode="max").keep(infos_for()) == frozenset({8, 10})
+
+
+def test_keep_every_n_steps_keeps_multiples():
+    kept, _ = simulate(ManagerPolicy(max_to_keep=1, keep_every_n_steps=4), infos_for())
+    assert kept == [4, 8, 10]
+    assert EveryNSteps(n=4).keep(infos_for()) == frozenset({4, 8})
+    assert EveryNSteps(n=4).keep([CheckpointInfo(step=0, time=0.0)]) == frozenset({0})
+
+
+def test_policies_combine_as_a_union():
+    policy = ManagerPolicy(max_to_keep=2, keep_every_n_steps=4, best_n=1)
+    kept, _ = simulate(policy, infos_for())
+    # latest 2 (9, 10) | multiples of 4 (4, 8) | best loss (7)
+    assert kept == [4, 7, 8, 9, 10]
+    reasons = policy.reasons([c for c in infos_for() if c.step in kept])
+    assert reasons == {
+        4: ("keep_every_n_steps=4",),
+        7: ("best_n=1 (min)",),
+        8: ("keep_every_n_steps=4",),
+        9: ("max_to_keep=2",),
+        10: ("latest", "max_to_keep=2"),
+    }
+
+
+def test_incremental_equals_one_shot_for_every_policy():
+    """Deleting what a policy does not keep never changes what it keeps (restart-safe)."""
+    infos = infos_for(period=37.0)
+    for policy in [LatestN(n=3), EveryNSteps(n=3), EveryNSeconds(seconds=100.0), BestN(n=3), Latest(),
+                   AnyOf(policies=(LatestN(n=2), EveryNSeconds(seconds=150.0), BestN(n=2, mode="max")))]:
+        kept, _ = simulate(policy, infos)
+        assert kept == sorted(policy.keep(infos)), policy
+
+
+def test_every_n_seconds_keeps_one_per_period():
+    infos = [CheckpointInfo(step=s, time=t) for s, t in [(1, 0.0), (2, 50.0), (3, 99.9), (4, 100.0), (5, 150.0), (6, 260.0)]]
+    assert sorted(EveryNSeconds(seconds=100.0).keep(infos)) == [1, 4, 6]
+    kept, _ = simulate(ManagerPolicy(max_to_keep=1, keep_checkpoint_every_n_hours=100 / 3600), infos)
+    assert kept == [1, 4, 6]
+
+
+def test_best_n_ignores_unscored_ranks_nan_last_and_prefers_newer_ties():
+    infos = [
+        CheckpointInfo(step=1, time=0.0, score=float("nan")),
+        CheckpointInfo(step=2, time=0.0, score=None),
+        CheckpointInfo(step=3, time=0.0, score=0.5),
+        CheckpointInfo(step=4, time=0.0, score=0.5),
+    ]
+    assert BestN(n=1).keep(infos) == frozenset({4})
+    assert BestN(n=3).keep(infos) == frozenset({1, 3, 4})
+    assert BestN(n=3, mode="max").keep(infos) == frozenset({1, 3, 4})
+    assert BestN(n=1, mode="max").keep(infos) == frozenset({4})
+
+
+def test_max_to_keep_none_keeps_everything():
+    policy = ManagerPolicy(max_to_keep=None, best_n=1)
+    kept, deleted = simulate(policy, infos_for())
+    assert kept == list(range(1, 11)) and deleted == []
+
+
+def test_latest_n_and_latest_on_empty_and_unsorted_lists():
+    assert Latest().keep([]) == frozenset() and LatestN(n=2).keep([]) == frozenset()
+    infos = [CheckpointInfo(step=s, time=0.0) for s in (5, 1, 9, 3)]
+    assert LatestN(n=2).keep(infos) == frozenset({5, 9})
+    assert keep_reasons([Latest()], infos) == {5: (), 1: (), 9: ("latest",), 3: ()}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LatestN(n=0),
+        lambda: LatestN(n=True),
+        lambda: EveryNSteps(n=-4),
+        lambda: EveryNSeconds(seconds=0.0),
+        lambda: BestN(n=2, mode="avg"),
+        lambda: BestN(n=1.5),
+        lambda: ManagerPolicy(max_to_keep=0),
+        lambda: ManagerPolicy(keep_checkpoint_every_n_hours=-1.0),
+        lambda: ManagerPolicy(best_mode="lowest"),
+        lambda: ManagerPolicy.from_dict({"max_to_keep": 2, "rm_rf": True}),
+        lambda: ManagerPolicy.from_dict(["max_to_keep", 2]),
+        lambda: ManagerPolicy.from_dict({"max_to_keep": "2"}),
+    ],
+)
+def test_invalid_settings_are_errors(make):
+    with pytest.raises(InvalidArgumentError):
+        make()
+
+
+def test_manager_policy_round_trips_through_a_dict():
+    policy = ManagerPolicy(max_to_keep=3, keep_every_n_steps=10, keep_checkpoint_every_n_hours=0.5,
+                           best_n=2, best_mode="max")
+    assert ManagerPolicy.from_dict(policy.as_dict()) == policy
+    assert [p.label for p in policy.policies()] == [
+        "latest", "max_to_keep=3", "keep_every_n_steps=10", "keep_checkpoint_every_n_hours=0.5", "best_n=2 (max)",
+    ]
