@@ -40,6 +40,7 @@ from jaxsaver.reader import list_variables as list_variables
 from jaxsaver.reader import load_checkpoint as load_checkpoint
 from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
+from jaxsaver._store import cleanup as cleanup
 
 __version__ = "0.1.0"
 
@@ -88,6 +89,7 @@ from jaxsaver.inspect import register_notebook_displays as _register_notebook_di
 _register_notebook_displays()
 
 __all__ = [
+    "cleanup",
     "CheckpointState",
     "MetaGraphDef",
     "SaverDef",

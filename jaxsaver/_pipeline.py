@@ -21,6 +21,7 @@ the Saver's last stages (:mod:`jaxsaver.saver`).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import difflib
 import os
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import PartIndex
 from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotACheckpointError
 from jaxsaver._format.tensors import data_filename
+from jaxsaver._overwrite import drop_superseded_data, free_shard_count
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
 from jaxsaver._snapshot import Snapshot, write_nbytes
 from jaxsaver._store import Store, resolve
@@ -252,10 +254,42 @@ def write_parts(builder: SaverBuilder, plan: SavePlan, source: Snapshot) -> list
         return [future.result() for future in futures]
 
 
-def commit(plan: SavePlan, parts: Sequence[PartIndex]) -> None:
-    """Moves the parts' data to their merged names and writes the ``.index`` last."""
+def commit(plan: SavePlan, parts: Sequence[PartIndex], *, num_shards: int | None = None) -> None:
+    """Moves the parts' data to their merged names and writes the ``.index`` last.
+
+    ``num_shards``: the data file count to write (see :mod:`jaxsaver._overwrite`).
+    """
     store = plan.location.store
-    commit_merged(store, plan.location.key, parts)
+    commit_merged(store, plan.location.key, parts, num_shards=num_shards)
+    if plan.temp_dir is not None:
+        store.remove_dir(plan.temp_dir)
+
+
+def _fresh_data_names(plan: SavePlan) -> tuple[SavePlan, int]:
+    """The plan with data names no file of the prefix has yet, and its data file count.
+
+    Read when the save is written (after the saves before it, in order), so an overwrite of a
+    prefix never renames over the checkpoint that is there (:mod:`jaxsaver._overwrite`).
+    """
+    store, key = plan.location.store, plan.location.key
+    wanted = len(plan.groups)
+    count = free_shard_count(store, key, wanted)
+    if count != wanted and (not plan.sharded or not store.atomic_rename):
+        plan = dataclasses.replace(plan, part_data_keys=tuple(data_filename(key, k, count) for k in range(wanted)))
+    return plan, count
+
+
+def _discard_parts(plan: SavePlan) -> None:
+    """Removes what a failed sharded save left of its parts (nothing of it stays visible)."""
+    if not plan.sharded:
+        return
+    store = plan.location.store
+    for prefix, data_key in zip(plan.part_prefixes, plan.part_data_keys):
+        for key in (f"{prefix}.index", data_key or data_filename(prefix, 0, 1)):
+            try:
+                store.delete(key)
+            except Exception:  # the save's own error is the one to raise
+                pass
     if plan.temp_dir is not None:
         store.remove_dir(plan.temp_dir)
 
@@ -269,10 +303,16 @@ def write(builder: SaverBuilder, plan: SavePlan, source: Snapshot) -> str:
     """
     location = plan.location
     try:
-        if not plan.sharded:
-            write_part(builder, plan, 0, source, write_index=True)
-        else:
-            commit(plan, write_parts(builder, plan, source))
+        plan, count = _fresh_data_names(plan)
+        try:
+            if not plan.sharded and count == 1:
+                write_part(builder, plan, 0, source, write_index=True)
+            else:
+                commit(plan, write_parts(builder, plan, source), num_shards=count)
+        except BaseException:
+            _discard_parts(plan)
+            raise
+        drop_superseded_data(location.store, location.key, count)
     except (OSError, CheckpointNotFoundError) as err:
         if _parent_missing(location):
             raise InvalidArgumentError(f"Parent directory of {location.path} doesn't exist, can't save.") from err

@@ -44,6 +44,7 @@ __all__ = [
     "RetentionState",
     "initial_state",
     "record_checkpoint",
+    "absorb_checkpoints",
     "with_last_checkpoints",
     "CheckpointInfo",
     "Policy",
@@ -164,6 +165,38 @@ def record_checkpoint(
         )
     return dataclasses.replace(state, last_checkpoints=kept), [dropped]
 
+
+def absorb_checkpoints(
+    policy: RetentionPolicy, state: RetentionState, found: Iterable[tuple[str, float]]
+) -> tuple[RetentionState, list[str]]:
+    """Adds checkpoints committed but never recorded (a crash before the state file) to the list.
+
+    They join the list in timestamp order; while it is longer than ``max_to_keep`` its oldest
+    entry leaves it, preserved or deleted by the same rule as :func:`record_checkpoint`.
+
+    Example:
+        >>> policy = RetentionPolicy(max_to_keep=2)
+        >>> state = with_last_checkpoints(initial_state(policy, now=0.0), [("m-1", 1.0), ("m-2", 2.0)])
+        >>> state, doomed = absorb_checkpoints(policy, state, [("m-3", 3.0)])
+        >>> state.paths, doomed
+        (('m-2', 'm-3'), ['m-1'])
+    """
+    if not policy.max_to_keep:
+        return state, []
+    known = {path for path, _ in state.last_checkpoints}
+    new = [(str(p), float(t)) for p, t in found if p not in known]
+    if not new:
+        return state, []
+    kept = tuple(sorted(state.last_checkpoints + tuple(new), key=lambda entry: entry[1]))
+    deadline = state.next_checkpoint_time
+    doomed = []
+    while len(kept) > max(policy.max_to_keep, 0):
+        (dropped, dropped_time), kept = kept[0], kept[1:]
+        if dropped_time > deadline:
+            deadline += policy.period_seconds
+        else:
+            doomed.append(dropped)
+    return RetentionState(last_checkpoints=kept, next_checkpoint_time=deadline), doomed
 
 # ============================================================================================
 # CheckpointManager policies: which checkpoints to keep, as pure functions of their steps,

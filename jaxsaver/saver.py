@@ -37,13 +37,16 @@ from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._positional import split_positional
-from jaxsaver._errors import CheckpointNotFoundError, FailedPreconditionError, InvalidArgumentError, NotFoundError
+from jaxsaver._errors import CheckpointNotFoundError, FailedPreconditionError, InvalidArgumentError, JaxsaverError, NotFoundError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
+from jaxsaver._retention import absorb_checkpoints
+from jaxsaver._store import cleanup, in_flight
+from jaxsaver._retire import delete_checkpoint, inside, read_journal, remove_journal, write_journal
 from jaxsaver.builder import SaverBuilder, SaverGraph
 from jaxsaver.checkpoint_management import (
     get_checkpoint_mtimes,
+    get_checkpoint_state,
     meta_graph_filename,
-    remove_checkpoint,
     update_checkpoint_state_internal,
 )
 from jaxsaver.saveables import LeafKind, Saveable, flatten_values, saveables_from_pytree, unflatten_like
@@ -92,6 +95,36 @@ def _remove_quietly(path: str) -> None:
         store.delete(key)
     except Exception as err:  # the save's own error is the one to raise
         logger.warning("Could not remove %s after a failed save: %s", path, err)
+
+
+def _previous_meta(location: _pipeline.Location, meta_file: str) -> bytes | None:
+    """The ``.meta`` of the checkpoint a save is about to overwrite, if there is one."""
+    store, key = resolve(meta_file)
+    try:
+        if location.store.exists(f"{location.key}.index") and store.exists(key):
+            return store.read(key)
+    except JaxsaverError:
+        pass
+    return None
+
+
+def _restore_meta(meta_file: str, old: bytes | None) -> None:
+    """After a failed save: the overwritten checkpoint's ``.meta`` back, or none at all."""
+    if old is None:
+        _remove_quietly(meta_file)
+        return
+    store, key = resolve(meta_file)
+    try:
+        store.write(key, old)
+    except Exception as err:  # the save's own error is the one to raise
+        logger.warning("Could not put back %s after a failed save: %s", meta_file, err)
+
+
+def _remove_journal_quietly(directory: str, latest_filename: str) -> None:
+    try:
+        remove_journal(directory, latest_filename)
+    except Exception as err:  # the save's own outcome is what the caller hears
+        logger.warning("Could not remove the retention journal in %s: %s", directory, err)
 
 
 def restore_as_numpy(save_path: PathLike) -> dict[str, Any]:
@@ -418,19 +451,32 @@ class Saver:
         )
 
         def finish() -> str:
-            try:
-                if write_meta_graph or sidecars:  # sidecars before the index commit: a visible checkpoint has them
-                    _pipeline.make_parent(location)
-                if write_meta_graph:
-                    self.export_meta_graph(meta_file)
-                for path, data in sidecars.items():
-                    store, key = resolve(path)
-                    store.write(key, data)
-                prefix = _pipeline.write(self._builder, plan, source)
-            except BaseException:
-                for path in ([meta_file] if write_meta_graph else []) + list(sidecars):
-                    _remove_quietly(path)
-                raise
+            _pipeline.make_parent(location)
+            directory = os.path.dirname(save_path)
+            # While the save is in flight its prefix is marked (jaxsaver._store.leftovers); leftovers
+            # of earlier crashed saves in the directory are removed once provably stale.
+            if location.store.atomic_rename:
+                cleanup(location.store.dirname(location.key) or ".")
+            with in_flight(location.path):
+                if write_state:
+                    self._recover(directory, latest_filename, meta_graph_suffix, location.path)
+                    write_journal(directory, latest_filename, adopt=[location.path])
+                old_meta = _previous_meta(location, meta_file) if write_meta_graph else None
+                try:
+                    if write_meta_graph:  # sidecars before the index commit: a visible checkpoint has them
+                        self.export_meta_graph(meta_file)
+                    for path, data in sidecars.items():
+                        store, key = resolve(path)
+                        store.write(key, data)
+                    prefix = _pipeline.write(self._builder, plan, source)
+                except BaseException:
+                    if write_meta_graph:
+                        _restore_meta(meta_file, old_meta)  # a checkpoint overwritten keeps its own
+                    for path in sidecars:
+                        _remove_quietly(path)
+                    if write_state:
+                        _remove_journal_quietly(directory, latest_filename)
+                    raise
             if write_state:
                 self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
             return prefix
@@ -517,18 +563,60 @@ class Saver:
         self._retention, doomed = record_checkpoint(
             self._policy(), self._retention, model_checkpoint_path, self._clock()
         )
+        directory = os.path.dirname(save_path)
+        if doomed:  # recorded before the state file, so a crash cannot leave them undeleted
+            write_journal(directory, latest_filename, adopt=[model_checkpoint_path],
+                          delete=[p for p in doomed if inside(p, directory)])
         update_checkpoint_state_internal(
-            save_dir=os.path.dirname(save_path),
+            save_dir=directory,
             model_checkpoint_path=model_checkpoint_path,
             all_model_checkpoint_paths=self.last_checkpoints,
             latest_filename=latest_filename,
             save_relative_paths=self.options.save_relative_paths,
         )
         for prefix in doomed:
-            try:
-                remove_checkpoint(prefix, self.saver_def.version, meta_graph_suffix)
+            try:  # only the checkpoint's own files, and only inside the directory (logged if not)
+                delete_checkpoint(prefix, directory, meta_graph_suffix)
             except Exception as err:  # the seed ignores failures here too
                 logger.warning("Ignoring: %s", err)
+        _remove_journal_quietly(directory, latest_filename)
+
+    def _recover(self, directory: str, latest_filename: str, meta_graph_suffix: str, target: str) -> None:
+        """Finishes what a crashed save's journal says it left undone (see :mod:`jaxsaver._retire`)."""
+        journal = read_journal(directory, latest_filename)
+        if journal is None:
+            return
+        try:
+            state = get_checkpoint_state(directory, latest_filename)
+        except InvalidArgumentError:
+            state = None
+        listed = set()
+        if state is not None:
+            listed = {os.path.realpath(p) for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]}
+        tracked = {os.path.realpath(p) for p in self.last_checkpoints}
+        found = []
+        for name in journal["adopt"]:
+            prefix = os.path.join(directory, name)
+            real = os.path.realpath(prefix)
+            if real not in listed and real not in tracked and real != os.path.realpath(target):
+                mtimes = get_checkpoint_mtimes([prefix])
+                if mtimes:
+                    found.append((prefix, mtimes[0]))
+        self._retention, doomed = absorb_checkpoints(self._policy(), self._retention, found)
+        for name in journal["delete"]:
+            prefix = os.path.join(directory, name)
+            real = os.path.realpath(prefix)
+            if real not in listed and real not in tracked and real != os.path.realpath(target):
+                doomed.append(prefix)
+        for prefix in doomed:
+            try:
+                delete_checkpoint(prefix, directory, meta_graph_suffix)
+            except Exception as err:
+                logger.warning("Ignoring: %s", err)
+        if found or doomed:
+            logger.info("recovered an interrupted save in %s: adopted %s, deleted %s", directory,
+                        [p for p, _ in found], doomed)
+        _remove_journal_quietly(directory, latest_filename)
 
     # ------------------------------------------------------------------ restore
 

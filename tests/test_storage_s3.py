@@ -72,8 +72,9 @@ class TestS3(KvStoreConformance):
             saver.save(bump(tree, 2), f"{url_root}/model", global_step=2)
         monkeypatch.undo()
         names = [store.basename(k) for k in store.list(dirkey)]
-        assert any(n.startswith("model-2.data-") for n in names), names  # data was written ...
-        assert "model-2.index" not in names  # ... but the checkpoint never became visible
+        # The failed save removed the data objects it wrote (nothing half-written stays) ...
+        assert not any(n.startswith("model-2.data-") for n in names), names
+        assert "model-2.index" not in names  # ... and the checkpoint never became visible
         assert latest_checkpoint(url_root) == f"{url_root}/model-1"
         restored = Saver(template=tree).restore(latest_checkpoint(url_root), target=tree)
         assert_tree_equal(restored, bump(tree, 1))

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,19 @@ import numpy as np
 from jaxsaver._format.slices import Extent, SliceError, format_extents, intersect, resolve_extents, slice_from_proto
 from jaxsaver._format.tensors import num_elements
 
-__all__ = ["PartPlan", "check_stored_slices", "covering_pieces", "piece_indices", "plan_part"]
+__all__ = ["PartPlan", "TooIrregular", "check_stored_slices", "covering_pieces", "find_overlap", "piece_indices", "plan_part"]
 
 # Partial reads issue one ranged read per contiguous run; below this run size a single read of
 # the bounding range is cheaper than many small ones.
 _MIN_RUN_BYTES = 1 << 16
 _MAX_RUNS = 4096
+# The overlap check marks stored slices on the grid their boundaries draw: at most this many
+# cells (one byte each), whatever the index claims.
+MAX_GRID_CELLS = 1 << 24
+
+
+class TooIrregular(SliceError):
+    """Stored slices whose boundaries draw a grid too large to check for overlaps."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +116,8 @@ def check_stored_slices(shape: tuple[int, ...], protos: Sequence[Any]) -> list[t
 
     Raises:
         SliceError: a slice does not parse, has another rank, exceeds the shape, or overlaps
-            another (TF's "Overlapping slices" wording).
+            another (TF's "Overlapping slices" wording); :class:`TooIrregular` (a ``SliceError``)
+            when the slices are too irregular to check within :data:`MAX_GRID_CELLS`.
     """
     stored = []
     for proto in protos:
@@ -119,8 +128,54 @@ def check_stored_slices(shape: tuple[int, ...], protos: Sequence[Any]) -> list[t
         if any(s + n > d for (s, n), d in zip(resolved, shape)):
             raise SliceError(f"stored slice {format_extents(extents)} exceeds shape {shape}")
         stored.append((extents, resolved))
-    for i, (_, a) in enumerate(stored):
-        for _, b in stored[i + 1 :]:
-            if intersect(shape, a, b) is not None:
-                raise SliceError(f"Overlapping slices {format_extents(a)} and {format_extents(b)}")
+    overlap = find_overlap(shape, [resolved for _, resolved in stored])
+    if overlap is not None:
+        a, b = (stored[k][1] for k in overlap)
+        raise SliceError(f"Overlapping slices {format_extents(a)} and {format_extents(b)}")
     return stored
+
+
+def find_overlap(shape: tuple[int, ...], boxes: Sequence[tuple[Extent, ...]]) -> tuple[int, int] | None:
+    """The indices of two stored slices (resolved extents inside ``shape``) that share an
+    element, or None; linear in the grid the slices' boundaries draw, not quadratic in their count.
+
+    Every slice marks the cells of that grid it covers; a cell marked twice is an overlap. A
+    sharded tensor's slices draw one cell per slice, so the check costs about one numpy
+    assignment per slice.
+
+    Raises:
+        TooIrregular: the grid would have more than :data:`MAX_GRID_CELLS` cells.
+
+    Example:
+        >>> find_overlap((4, 3), [((0, 2), (0, 3)), ((2, 2), (0, 3))]) is None
+        True
+        >>> find_overlap((4, 3), [((0, 3), (0, 3)), ((2, 2), (0, 3))])
+        (0, 1)
+    """
+    kept = [i for i, box in enumerate(boxes) if all(n > 0 for _, n in box)]
+    if len(kept) < 2:
+        return None
+    if not shape:
+        return (kept[0], kept[1])
+    edges = [sorted({s for s, _ in axis} | {s + n for s, n in axis}) for axis in zip(*(boxes[i] for i in kept))]
+    cells = 1
+    for axis_edges in edges:
+        cells *= max(len(axis_edges) - 1, 1)
+    if cells > MAX_GRID_CELLS:
+        raise TooIrregular(
+            f"{len(kept)} stored slices draw a grid of {cells} cells to check for overlaps "
+            f"(limit {MAX_GRID_CELLS})"
+        )
+    taken = np.zeros(tuple(max(len(e) - 1, 1) for e in edges), dtype=np.bool_)
+    for at, i in enumerate(kept):
+        box = boxes[i]
+        index = tuple(
+            slice(bisect.bisect_left(e, s), bisect.bisect_left(e, s + n)) for e, (s, n) in zip(edges, box)
+        )
+        region = taken[index]
+        if region.any():
+            for j in kept[:at]:
+                if intersect(shape, boxes[j], box) is not None:
+                    return (j, i)
+        region[...] = True
+    return None

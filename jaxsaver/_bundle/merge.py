@@ -61,11 +61,17 @@ def read_part_index(store: Any, prefix: str, *, data_key: str | None = None) -> 
     return PartIndex(prefix=prefix, header=header, entries=tuple(entries), data_key=data_key)
 
 
-def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[bytes, dict[str, str]]:
+def merged_index(
+    store: Any, dest: str, parts: Sequence[PartIndex], *, num_shards: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     """The merged ``.index`` bytes of ``parts`` and the data renames it needs (pure).
 
     Data files are numbered in order of first appearance; entries of a partitioned tensor spread
     over parts are joined; any other repeated key is an error.
+
+    ``num_shards`` (at least the number of distinct data files) names the data files
+    ``dest.data-k-of-<num_shards>``; the files past those the parts hold are empty (see
+    :mod:`jaxsaver._overwrite`).
 
     Returns:
         ``(index_bytes, {part_data_key: merged_data_key})`` (keys already in place omitted).
@@ -113,12 +119,17 @@ def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[byt
                     f"{store.url(part.prefix)}"
                 )
             existing.slices.extend(entry.slices)
+    count = len(shard_ids) if num_shards is None else num_shards
+    if count < len(shard_ids):
+        raise InvalidArgumentError(f"num_shards {count} is less than the {len(shard_ids)} data files merged")
     renames = {}
     for data_key, new_id in shard_ids.items():
-        target = data_filename(dest, new_id, len(shard_ids))
+        target = data_filename(dest, new_id, count)
         if data_key != target:
             renames[data_key] = target
-    header = tensor_bundle_pb2.BundleHeaderProto(num_shards=total_shards, endianness=first.endianness)
+    header = tensor_bundle_pb2.BundleHeaderProto(
+        num_shards=total_shards if num_shards is None else num_shards, endianness=first.endianness
+    )
     if first.HasField("version"):
         header.version.CopyFrom(first.version)
     builder = TableBuilder()
@@ -128,12 +139,32 @@ def merged_index(store: Any, dest: str, parts: Sequence[PartIndex]) -> tuple[byt
     return builder.finish(), renames
 
 
-def commit_merged(store: Any, dest: str, parts: Sequence[PartIndex]) -> None:
-    """Moves the parts' data to their merged names, then commits ``dest.index`` (written last)."""
-    index, renames = merged_index(store, dest, parts)
-    for source, target in renames.items():
-        store.rename(source, target)
-    store.write(f"{dest}.index", index)
+def commit_merged(store: Any, dest: str, parts: Sequence[PartIndex], *, num_shards: int | None = None) -> None:
+    """Moves the parts' data to their merged names, then commits ``dest.index`` (written last).
+
+    ``num_shards``: see :func:`merged_index`; the extra data files are written empty. When the
+    commit fails, the data files it moved or made are deleted again (they never carry the names
+    of a checkpoint already there: see :mod:`jaxsaver._overwrite`).
+    """
+    index, renames = merged_index(store, dest, parts, num_shards=num_shards)
+    made = []
+    try:
+        for source, target in renames.items():
+            store.rename(source, target)
+            made.append(target)
+        for k in range(num_shards or 0):
+            target = data_filename(dest, k, num_shards)
+            if not store.exists(target):  # a padding shard no entry points into
+                store.write(target, b"")
+                made.append(target)
+        store.write(f"{dest}.index", index)
+    except BaseException:
+        for target in made:
+            try:
+                store.delete(target)
+            except Exception:  # the commit's own error is the one to raise
+                pass
+        raise
     if store.capabilities.directory_sync:
         store.sync_dir(store.dirname(dest))
 

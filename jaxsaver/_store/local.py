@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import socket
 from typing import Any
 
 from jaxsaver._errors import (
@@ -36,7 +37,25 @@ def _os_error(err: OSError, url: str) -> Exception:
         return CheckpointNotFoundError(f"{url}: no such file or directory")
     if err.errno in (errno.EACCES, errno.EPERM):
         return PermissionDeniedError(f"{url}: permission denied")
-    return StorageError(f"{url}: {err.strerror or err}")
+    if err.errno == errno.EROFS:
+        return PermissionDeniedError(f"{url}: read-only file system")
+    error = StorageError(f"{url}: {err.strerror or err}")
+    error.errno = err.errno
+    return error
+
+
+def temp_name(path: str) -> str:
+    """``path.tempstate-<host>-<pid>-<random>``: a temporary name that says who writes it.
+
+    Example:
+        >>> import os, socket
+        >>> temp_name("d/model.index").startswith(f"d/model.index.tempstate-{socket.gethostname()}-{os.getpid()}-")
+        True
+    """
+    return f"{path}.tempstate-{_HOST}-{os.getpid()}-{secrets.randbits(64):016x}"
+
+
+_HOST = socket.gethostname().replace("/", "_") or "localhost"
 
 
 # The local writer asks the kernel to start writing back every this many bytes, so the disk
@@ -59,7 +78,9 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
 class _LocalWriter(ObjectWriter):
     def __init__(self, path: str) -> None:
         self._path = path
-        self._tmp = f"{path}.tempstate{secrets.randbits(64)}"
+        # The temp name says which process writes it: the leftover sweep (jaxsaver._store.leftovers)
+        # removes it once that process is gone (see temp_name).
+        self._tmp = temp_name(path)
         try:
             self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as err:
@@ -69,19 +90,27 @@ class _LocalWriter(ObjectWriter):
 
     def write(self, data: Any) -> None:
         view = memoryview(data).cast("B")
-        while view.nbytes:
-            written = os.write(self._fd, view)
-            view = view[written:]
-            self._written += written
+        try:
+            while view.nbytes:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._written += written
+        except OSError as err:  # a full disk, an I/O error: nothing half-written stays
+            self.abort()
+            raise _os_error(err, self._path) from None
         if self._written - self._hinted >= _WRITEBACK_BYTES:
             _start_writeback(self._fd, self._hinted, self._written - self._hinted)
             self._hinted = self._written
 
     def commit(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
-        os.replace(self._tmp, self._path)
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self._tmp, self._path)
+        except OSError as err:
+            self.abort()
+            raise _os_error(err, self._path) from None
 
     def abort(self) -> None:
         if self._fd >= 0:
@@ -235,7 +264,10 @@ class LocalStore(Store):
 
     def makedirs(self, dirkey: str) -> None:
         if dirkey:
-            os.makedirs(dirkey, exist_ok=True)
+            try:
+                os.makedirs(dirkey, exist_ok=True)
+            except OSError as err:
+                raise _os_error(err, dirkey) from None
 
     def make_dir(self, dirkey: str) -> None:
         if dirkey:
@@ -245,6 +277,9 @@ class LocalStore(Store):
                 pass
             except FileNotFoundError:
                 pass  # the writer's open reports the missing parent
+            except OSError as err:
+                if not os.path.isdir(dirkey):
+                    raise _os_error(err, dirkey) from None
 
     def remove_dir(self, dirkey: str) -> None:
         try:
@@ -257,11 +292,14 @@ class LocalStore(Store):
 
     def sync_dir(self, dirkey: str) -> None:
         """Makes renames inside ``dirkey`` durable (``fsync`` of the directory)."""
-        fd = os.open(dirkey or ".", os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(dirkey or ".", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise _os_error(err, dirkey or ".") from None
 
     def dirname(self, key: str) -> str:
         return os.path.dirname(key)

@@ -53,6 +53,8 @@ def resolve(path: Any, storage: Any = None) -> tuple[Store, str]:
         ) from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    if "\0" in path:
+        raise InvalidArgumentError(f"path {path!r} contains a NUL character")
     if isinstance(storage, Store):
         return storage, _key_in_store(path)
     if storage is not None:
