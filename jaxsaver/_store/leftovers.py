@@ -209,13 +209,24 @@ def _temp_dir_state(path: str, now: float, grace: float) -> tuple[bool, list[str
 
 
 def _index_count(prefix: str) -> int | None:
-    from jaxsaver._bundle.reader import BundleReader
+    """How many data files the checkpoint's index says it has (None: no readable index).
+
+    Read from the index header with the pure table layer (the store must not import the bundle
+    layer above it).
+    """
+    from google.protobuf.message import DecodeError
+
     from jaxsaver._errors import JaxsaverError
+    from jaxsaver._format.table import TableReader
+    from jaxsaver._proto.tensor_bundle_pb2 import BundleHeaderProto
 
     try:
-        with BundleReader(prefix) as reader:
-            return reader.num_shards
-    except JaxsaverError:
+        with open(prefix + ".index", "rb") as f:
+            header = TableReader(f.read()).get(b"")
+        if header is None:
+            return None
+        return BundleHeaderProto.FromString(header).num_shards
+    except (JaxsaverError, DecodeError, OSError):
         return None
 
 
