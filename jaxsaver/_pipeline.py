@@ -56,6 +56,7 @@ __all__ = [
     "save",
     "open_checkpoint",
     "restore",
+    "tensor_nbytes",
 ]
 
 _MAX_THREADS = 8
@@ -337,6 +338,15 @@ def open_checkpoint(path: Any, storage: Any = None) -> BundleReader:
     )
 
 
+def tensor_nbytes(reader: BundleReader, name: str) -> int:
+    """A tensor's bytes in the checkpoint (its shape times its item size; strings: 8 each)."""
+    shape = reader.shape(name)
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size * reader.dtype(name).itemsize
+
+
 def restore(
     builder: SaverBuilder,
     saveables: Sequence[Saveable],
@@ -345,19 +355,35 @@ def restore(
     reshape: bool,
     restore_sequentially: bool,
     shardings: Sequence[Any] | None = None,
+    progress: Any = None,
 ) -> list[Any]:
     """The whole restore path: one leaf per saveable, of its kind, placed by ``shardings``.
 
-    ``location`` is a :class:`Location`, a prefix or a directory (see :func:`open_checkpoint`).
+    ``location`` is a :class:`Location`, a prefix or a directory (see :func:`open_checkpoint`);
+    ``progress`` as :meth:`jaxsaver.Saver.restore` takes it.
     """
+    from jaxsaver._progress import Tracker
+
     targets = list(shardings) if shardings is not None else [s.sharding for s in saveables]
     reads = [t if s.kind == LeafKind.JAX_ARRAY else None for s, t in zip(saveables, targets)]
     with open_checkpoint(location) as reader:
         builder.check_compatible(reader, saveables, reshape=reshape)
-        data = builder.bulk_restore(
-            reader, saveables, restore_sequentially=restore_sequentially, reshape=reshape, shardings=reads,
-        )
-    leaves = [builder.restore_op(s, d, t) for s, d, t in zip(saveables, data, reads)]
+        tracker = Tracker.of(
+            progress, operation="restore", checkpoint=reader.store.url(reader.prefix),
+            bytes_total=sum(tensor_nbytes(reader, s.name) for s in saveables), tensors_total=len(saveables),
+        ) if progress else None
+        try:
+            data = builder.bulk_restore(
+                reader, saveables, restore_sequentially=restore_sequentially, reshape=reshape, shardings=reads,
+                **({"progress": tracker} if tracker is not None else {}),
+            )
+        except BaseException:
+            if tracker is not None:
+                tracker.close()
+            raise
+    leaves = builder.restore_ops(saveables, data, reads)
+    if tracker is not None:
+        tracker.finish()
     # A PRNG key's target sharding is that of its key data (one more dimension than the key
     # array): place the data, then wrap it (the keys follow the data's placement).
     leaves = [

@@ -102,6 +102,10 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == 1
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        # TensorInfo per requested name: a restore asks for a tensor's shape, dtype and entry
+        # several times (check, plan, read); building the info once keeps that per-tensor cost
+        # out of restores of many small tensors.
+        self._infos: dict[str | bytes, TensorInfo] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -269,11 +273,15 @@ class BundleReader:
         return key != HEADER_KEY and self._entry(key) is not None
 
     def info(self, name: str | bytes) -> TensorInfo:
+        info = self._infos.get(name)
+        if info is not None:
+            return info
         key = encode_name(name)
         entry = self._entry(key) if key != HEADER_KEY else None
         if entry is None:
             raise NotFoundError(f"Key {_display(key)} not found in checkpoint")
-        return TensorInfo(decode_key(key), entry)
+        info = self._infos[name] = TensorInfo(decode_key(key), entry)
+        return info
 
     def dtype(self, name: str | bytes) -> np.dtype:
         """The stored tensor's numpy dtype (object for DT_STRING)."""
