@@ -124,6 +124,9 @@ class Snapshot:
         self._remaining: dict[int, int] = {}
         self._lock = threading.Lock()
         self.window = ByteWindow(window_budget(writes, self._values))
+        #: Reports each finished write (see :mod:`jaxsaver._progress`); set by the save path.
+        self.progress: Any = None
+        self._nbytes = {(w.value_index, w.shard): write_nbytes(w, self._values) for w in writes}
         for write in writes:
             self._remaining[write.value_index] = self._remaining.get(write.value_index, 0) + 1
         if mode is not None:  # the caller may mutate its numpy arrays once the save returns
@@ -153,6 +156,7 @@ class Snapshot:
         key = (write.value_index, write.shard)
         if key in self._host:
             yield self._host.pop(key)
+            self._done(write)
             return
         value = self._values[write.value_index]
         if not isinstance(value, jax.Array):
@@ -160,7 +164,7 @@ class Snapshot:
             self._done(write)
             return
         part = self._device_part(write)
-        with self.window.hold(write_nbytes(write, self._values)):
+        with self.window.hold(self._nbytes[key]):
             array = _host_array(part)
             try:
                 yield array
@@ -168,9 +172,21 @@ class Snapshot:
                 del array
         self._done(write)
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes every write of the save puts into its data file."""
+        return sum(self._nbytes.values())
+
+    @property
+    def num_tensors(self) -> int:
+        """The tensors (values) the save writes."""
+        return len(self._remaining)
+
     def _done(self, write: ShardWrite) -> None:
         with self._lock:
             self._remaining[write.value_index] -= 1
             last = self._remaining[write.value_index] == 0
+        if self.progress is not None:
+            self.progress.advance(self._nbytes[(write.value_index, write.shard)], tensors=int(last))
         if last and self._owns and isinstance(self._values[write.value_index], jax.Array):
             self._values[write.value_index].delete()

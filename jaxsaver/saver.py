@@ -36,6 +36,7 @@ from jaxsaver import _pipeline
 from jaxsaver._async import BackgroundWriter, SaveHandle
 from jaxsaver._storage import resolve
 from jaxsaver._options import SaverOptions
+from jaxsaver._progress import Tracker
 from jaxsaver._errors import FailedPreconditionError, InvalidArgumentError
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver.builder import SaverBuilder, SaverGraph
@@ -329,6 +330,7 @@ class Saver:
         write_state: bool = True,
         *,
         blocking: bool = True,
+        progress: Any = None,
     ) -> str | SaveHandle | None:
         """Saves ``values`` (a pytree shaped like the template) to a checkpoint.
 
@@ -342,6 +344,9 @@ class Saver:
         Args:
             blocking: wait until the checkpoint is committed (the default), or return a
                 :class:`SaveHandle` once the snapshot is taken.
+            progress: None (the default: nothing), True (a tqdm bar when the save writes at
+                least 64 MiB; ``pip install jaxsaver[progress]``) or a callable receiving a
+                :class:`ProgressEvent` as the bytes are written (from the writing threads).
 
         Returns:
             The checkpoint prefix (``save_path`` or ``save_path-<step>``), None if the saver is
@@ -385,6 +390,10 @@ class Saver:
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
         )
         meta_file = meta_graph_filename(checkpoint_file, meta_graph_suffix=meta_graph_suffix)
+        source.progress = tracker = Tracker.of(
+            progress, operation="save", checkpoint=location.path, bytes_total=source.nbytes,
+            tensors_total=source.num_tensors,
+        )
 
         def finish() -> str:
             try:
@@ -395,9 +404,13 @@ class Saver:
             except BaseException:
                 if write_meta_graph:
                     _remove_quietly(meta_file)
+                if tracker is not None:
+                    tracker.close()
                 raise
             if write_state:
                 self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
+            if tracker is not None:
+                tracker.finish()
             return prefix
 
         handle = self._background.submit(finish, location.path)
@@ -446,11 +459,12 @@ class Saver:
 
     # ------------------------------------------------------------------ restore
 
-    def restore(self, save_path: Any, target: Any = None) -> Any:
+    def restore(self, save_path: Any, target: Any = None, *, progress: Any = None) -> Any:
         """Restores a checkpoint; returns a pytree shaped like ``target`` or the template.
 
         Leaves the saver does not cover (a subset saver) keep the target's values. Without a
         template or target, returns every tensor as a nested dict of numpy arrays.
+        ``progress`` is as :meth:`save` takes it (bytes read and checked).
 
         Raises:
             NotACheckpointError: (a ``ValueError`` and a ``NotFoundError``) ``save_path`` names no
@@ -478,7 +492,7 @@ class Saver:
             shardings = [_target_sharding(s, leaf) for s, leaf in zip(saveables, target_leaves)]
         leaves = _pipeline.restore(
             self._builder, saveables, save_path, reshape=self.options.reshape,
-            restore_sequentially=self.options.restore_sequentially, shardings=shardings,
+            restore_sequentially=self.options.restore_sequentially, shardings=shardings, progress=progress,
         )
         if tree is None:
             return {s.name: leaf for s, leaf in zip(saveables, leaves)}
