@@ -40,6 +40,7 @@ from jaxsaver.reader import list_variables as list_variables
 from jaxsaver.reader import load_checkpoint as load_checkpoint
 from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
+from jaxsaver._progress import ProgressEvent as ProgressEvent
 from jaxsaver.saver import Saver as Saver
 from jaxsaver.saver import restore_as_numpy as restore_as_numpy
 
@@ -64,6 +65,7 @@ __all__ = [
     "SaveSpec",
     "Saveable",
     "SaveHandle",
+    "ProgressEvent",
     "Saver",
     "SaverBuilder",
     "SaverOptions",

@@ -4,7 +4,7 @@ A save or restore given ``progress=`` reports, as its bytes are written or read,
 :class:`ProgressEvent` (bytes and tensors done and in all, elapsed time, rate and ETA) to a
 callable, at most every ``interval`` seconds and always once at the end. ``progress=True``
 shows a tqdm bar (``pip install jaxsaver[progress]``) for work over :data:`DISPLAY_THRESHOLD`
-bytes; library calls show nothing unless asked, the CLI and the demo ask.
+bytes; library calls show nothing unless asked, the CLI (``jaxsaver verify``) and the demo ask.
 
 Example:
     >>> events = []
@@ -40,7 +40,7 @@ class ProgressEvent:
     """Where one save or restore stands (what a ``progress=`` callback receives)."""
 
     operation: str
-    """``"save"`` or ``"restore"``."""
+    """``"save"``, ``"restore"`` or ``"verify"`` (``BundleReader.verify``, the CLI's ``verify``)."""
     checkpoint: str
     """The checkpoint prefix being written or read."""
     bytes_done: int

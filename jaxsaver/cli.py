@@ -263,6 +263,13 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """The CLI shows a progress bar on stderr (work over 64 MiB) unless --json or tqdm is missing."""
+    import importlib.util
+
+    return not getattr(args, "json", False) and importlib.util.find_spec("tqdm") is not None
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from jaxsaver._bundle.writer import format_extents
     from jaxsaver._format.slices import SliceError, encode_slice_key, slice_from_proto
@@ -286,7 +293,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                     continue
                 key = encode_slice_key(info.name.encode("utf-8", "surrogateescape"), extents)
                 labels[key.decode("utf-8", "surrogateescape")] = f"{info.name} [slice {format_extents(extents)}]"
-        problems = [(labels.get(key, key), message) for key, message in bundle.verify()]
+        problems = [(labels.get(key, key), message) for key, message in bundle.verify(progress=_progress(args))]
         prefix = reader.prefix
     if args.json:
         _print_json({

@@ -5,6 +5,7 @@ Run with ``python -m jaxsaver.demo [DIRECTORY]`` (a fresh temporary directory by
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -18,6 +19,10 @@ from flax.training import train_state
 
 from jaxsaver import BundleReader, Saver, latest_checkpoint
 from jaxsaver._format import dtypes
+
+# A tqdm bar for saves and restores of 64 MiB or more (this model is far smaller) when tqdm is
+# installed (``pip install jaxsaver[progress]``).
+_PROGRESS = importlib.util.find_spec("tqdm") is not None
 
 
 class MLP(nn.Module):
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in range(1, 7):
         state, loss = train_step(state, x, y)
         if step % 2 == 0:
-            path = saver.save(state, prefix, global_step=step)
+            path = saver.save(state, prefix, global_step=step, progress=_PROGRESS)
             print(f"  step {step}: loss {float(loss):.4f}, saved {os.path.basename(path)}")
 
     print("checkpoints kept (max_to_keep=2):")
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  total: {_human(total)}")
 
     fresh = make_state(seed=1)
-    restored = saver.restore(latest, target=fresh)
+    restored = saver.restore(latest, target=fresh, progress=_PROGRESS)
     same = all(
         np.array_equal(np.asarray(a), np.asarray(b))
         for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True)

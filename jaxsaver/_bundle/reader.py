@@ -609,17 +609,30 @@ class BundleReader:
             out[target] = self._read_part(info.name, entry, dtype, stored_shape, local)
         return out
 
-    def verify(self) -> list[tuple[str, str]]:
-        """Reads every stored entry with its checksum; returns ``(key, problem)`` for each bad one."""
+    def verify(self, *, progress: Any = None) -> list[tuple[str, str]]:
+        """Reads every stored entry with its checksum; returns ``(key, problem)`` for each bad one.
+
+        ``progress``: None, True (a tqdm bar over 64 MiB) or a callable taking a
+        :class:`jaxsaver.ProgressEvent` (operation ``"verify"``), counting stored entries.
+        """
+        from jaxsaver._progress import Tracker
+
+        entries = [(key, entry) for key, entry in self._iter_entries() if not entry.slices]
+        tracker = Tracker.of(
+            progress, operation="verify", checkpoint=self._url(self._prefix),
+            bytes_total=sum(max(entry.size, 0) for _, entry in entries), tensors_total=len(entries),
+        )
         problems = []
-        for key, entry in self._iter_entries():
+        for key, entry in entries:
             name = decode_key(key)
-            if entry.slices:
-                continue
             try:
                 info = TensorInfo(name, entry)
                 dtype = self._numpy_dtype(info)
                 self._read_whole(name, entry, dtype)
             except (DataLossError, CheckpointNotFoundError, UnimplementedError) as err:
                 problems.append((name, str(err)))
+            if tracker is not None:
+                tracker.advance(max(entry.size, 0), tensors=1)
+        if tracker is not None:
+            tracker.finish()
         return problems
