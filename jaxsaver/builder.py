@@ -263,11 +263,30 @@ class SaverBuilder:
             return [self.restore_op(s, d, t) for s, d, t in zip(saveables, data, shardings)]
         out: list[Any] = [None] * len(saveables)
         batched: dict[bool, list[int]] = {True: [], False: []}
+        blocks: list[np.ndarray] = []
+        devices: list[Any] = []
+        block_leaves: list[tuple[int, int]] = []  # (position, number of blocks)
         for i, (saveable, value, sharding) in enumerate(zip(saveables, data, shardings)):
             if saveable.kind == LeafKind.JAX_ARRAY and isinstance(value, np.ndarray):
                 batched[sharding is not None].append(i)
+            elif saveable.kind == LeafKind.JAX_ARRAY and isinstance(value, list):
+                count = 0
+                for _, block_devices, block in value:
+                    for device in block_devices:
+                        blocks.append(block)
+                        devices.append(device)
+                        count += 1
+                block_leaves.append((i, count))
             else:
                 out[i] = self.restore_op(saveable, value, sharding)
+        if blocks:  # every addressable block of every sharded leaf in one call
+            arrays = jax.device_put(blocks, devices)
+            start = 0
+            for i, count in block_leaves:
+                out[i] = saveables[i].device_leaf(jax.make_array_from_single_device_arrays(
+                    saveables[i].shape, shardings[i], arrays[start : start + count]
+                ))
+                start += count
         for placed, positions in batched.items():
             if not positions:
                 continue
