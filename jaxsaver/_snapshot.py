@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -44,7 +45,7 @@ def write_nbytes(write: ShardWrite, values: Sequence[Any]) -> int:
     dtype = getattr(value, "dtype", None)
     if dtype is not None and np.dtype(dtype).kind != "O":
         shape = write.full_shape if write.extents is None else tuple(n for _, n in write.extents)
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return math.prod(shape) * np.dtype(dtype).itemsize
     return sum(len(x) + 10 for x in np.asarray(value, dtype=object).reshape(-1))
 
 
@@ -123,10 +124,11 @@ class Snapshot:
         self._host: dict[tuple[int, int | None], np.ndarray] = {}
         self._remaining: dict[int, int] = {}
         self._lock = threading.Lock()
-        self.window = ByteWindow(window_budget(writes, self._values))
         #: Reports each finished write (see :mod:`jaxsaver._progress`); set by the save path.
         self.progress: Any = None
         self._nbytes = {(w.value_index, w.shard): write_nbytes(w, self._values) for w in writes}
+        largest = max((n for (i, _), n in self._nbytes.items() if isinstance(self._values[i], jax.Array)), default=0)
+        self.window = ByteWindow(int(1.25 * largest) + _WINDOW_SLACK)  # as window_budget, sizes computed once
         for write in writes:
             self._remaining[write.value_index] = self._remaining.get(write.value_index, 0) + 1
         if mode is not None:  # the caller may mutate its numpy arrays once the save returns
@@ -148,7 +150,9 @@ class Snapshot:
 
     def _device_part(self, write: ShardWrite) -> Any:
         value = self._values[write.value_index]
-        return value.addressable_shards[write.shard].data if write.shard is not None else value
+        if write.shard is None or len(value.sharding.device_set) == 1:
+            return value  # one device: its only shard is the array (addressable_shards costs ~40 µs)
+        return value.addressable_shards[write.shard].data
 
     @contextlib.contextmanager
     def hold(self, write: ShardWrite) -> Iterator[Any]:

@@ -30,6 +30,10 @@ __all__ = ["BundleWriter", "PartIndex", "encode_name"]
 
 # Tensor data is written and checksummed in pieces of this size (fits the CPU's L2/L3 cache).
 _CHUNK_BYTES = 4 << 20
+# Tensors smaller than this are gathered into one buffer and written together once it holds
+# _COALESCE_BYTES (a write call per 4 KiB tensor dominated saves of many small tensors).
+_SMALL_BYTES = 64 << 10
+_COALESCE_BYTES = 1 << 20
 
 
 def encode_name(name: str | bytes) -> bytes:
@@ -109,6 +113,7 @@ class BundleWriter:
         self._data_key = data_filename(self._prefix, 0, 1) if data_path is None else resolve(data_path, storage)[1]
         self._store.make_dir(self._store.dirname(self._prefix))  # one level, as TF's writer does
         self._data = self._store.open_writer(self._data_key)
+        self._pending = bytearray()
         self._offset = 0
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
         self._full_entries: dict[bytes, tuple[int, tuple[int, ...]]] = {}
@@ -151,7 +156,7 @@ class BundleWriter:
                 self.abort()
                 raise InvalidArgumentError(f"tensor {_display(key)!r}: {err}") from None
             for chunk in chunks:
-                self._data.write(chunk)
+                self._emit(chunk)
         else:
             # Written straight from the array's memory; each chunk's CRC is computed right after
             # its write, while the chunk is still in the CPU cache.
@@ -161,13 +166,29 @@ class BundleWriter:
             running = 0
             for start in range(0, size, _CHUNK_BYTES):
                 chunk = buffer[start : start + _CHUNK_BYTES]
-                self._data.write(chunk)
+                self._emit(chunk)
                 running = extend(running, chunk)
             crc = mask(running)
         entry.size = size
         entry.crc32c = crc
         self._offset += size
         return entry
+
+    def _emit(self, chunk: Any) -> None:
+        """Appends bytes to the data file, small ones through a buffer (order is kept)."""
+        nbytes = memoryview(chunk).nbytes
+        if nbytes < _SMALL_BYTES:
+            self._pending += memoryview(chunk).cast("B")
+            if len(self._pending) >= _COALESCE_BYTES:
+                self._flush()
+            return
+        self._flush()
+        self._data.write(chunk)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._data.write(self._pending)
+            self._pending = bytearray()
 
     def add(self, name: str | bytes, array: Any) -> None:
         """Adds a whole tensor (numpy array, scalar, bytes/str or object array of bytes)."""
@@ -242,6 +263,7 @@ class BundleWriter:
         """Discards everything; no file is left behind."""
         if not self._finished:
             self._finished = True
+            self._pending = bytearray()
             self._data.abort()
 
     def finish(self, *, write_index: bool = True) -> PartIndex:
@@ -261,6 +283,7 @@ class BundleWriter:
         entries = tuple((key, self._entries[key]) for key in sorted(self._entries))
         part = PartIndex(prefix=self._prefix, header=header, entries=entries, data_key=self._data_key)
         try:
+            self._flush()
             self._data.commit()
             if write_index:
                 builder = TableBuilder()
