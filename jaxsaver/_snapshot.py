@@ -137,10 +137,25 @@ class Snapshot:
                     self._values[i] = value.copy()
         if mode == "host":
             device_writes = [w for w in writes if isinstance(self._values[w.value_index], jax.Array)]
+            # Each shard's array fetched once (``addressable_shards`` makes new arrays on every
+            # call, and a transfer started on one of them is lost to the next). On CPU devices
+            # the host view is free, so only the copy into a fresh buffer is made.
+            shards: dict[int, list[Any]] = {}
+            parts = []
             for write in device_writes:
-                self._device_part(write).copy_to_host_async()
-            for write in device_writes:
-                self._host[(write.value_index, write.shard)] = np.array(_host_array(self._device_part(write)), copy=True)
+                value = self._values[write.value_index]
+                if write.shard is None or len(value.sharding.device_set) == 1:
+                    parts.append(value)
+                    continue
+                if write.value_index not in shards:
+                    shards[write.value_index] = [shard.data for shard in value.addressable_shards]
+                parts.append(shards[write.value_index][write.shard])
+            for part in parts:
+                if not all(d.platform == "cpu" for d in part.devices()):
+                    part.copy_to_host_async()
+            for write, part in zip(device_writes, parts):
+                self._host[(write.value_index, write.shard)] = np.array(_host_array(part), copy=True)
+            del parts, shards
             for write in device_writes:
                 self._values[write.value_index] = None  # only the host copies are kept
 
