@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import difflib
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from jaxsaver._bundle.reader import BundleReader
 from jaxsaver._bundle.writer import PartIndex
 from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotACheckpointError
 from jaxsaver._format.tensors import data_filename
+from jaxsaver._proto import types_pb2
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
 from jaxsaver._snapshot import Snapshot, write_nbytes
 from jaxsaver._storage import Store, resolve
@@ -340,11 +342,10 @@ def open_checkpoint(path: Any, storage: Any = None) -> BundleReader:
 
 def tensor_nbytes(reader: BundleReader, name: str) -> int:
     """A tensor's bytes in the checkpoint (its shape times its item size; strings: 8 each)."""
-    shape = reader.shape(name)
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size * reader.dtype(name).itemsize
+    info = reader.info(name)
+    if not info.is_sliced and info.dtype_code != types_pb2.DT_STRING:
+        return int(info.entry.size)  # a read checks it against shape x item size
+    return math.prod(info.shape) * reader.dtype(name).itemsize
 
 
 def restore(
