@@ -60,6 +60,8 @@ CASES = {
 }
 ORDER = ("raw", "tf", "orbax_sync", "orbax_async", "safetensors", "flax_msgpack",
          "jaxsaver", "jaxsaver_async_host", "jaxsaver_async_device", "ref_host_copy", "ref_device_copy")
+# Case (c) is timed for the systems with an index to open; orbax would need minutes to write
+# 100 000 arrays, and raw files and msgpack have no index.
 OPEN_SYSTEMS = ("tf", "safetensors", "jaxsaver")
 # Ratios printed per case: jaxsaver (sync) against each of these.
 RATIO_AGAINST = ("raw", "orbax_sync", "tf", "safetensors")
