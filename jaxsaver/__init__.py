@@ -41,6 +41,7 @@ from jaxsaver.reader import load_checkpoint as load_checkpoint
 from jaxsaver.reader import load_variable as load_variable
 from jaxsaver._async import SaveHandle as SaveHandle
 from jaxsaver._store import cleanup as cleanup
+from jaxsaver._progress import ProgressEvent as ProgressEvent
 
 __version__ = "0.1.0"
 
@@ -104,6 +105,7 @@ __all__ = [
     "SaveSpec",
     "Saveable",
     "SaveHandle",
+    "ProgressEvent",
     "Saver",
     "SaverBuilder",
     "SaverOptions",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from jaxsaver._bundle.writer import PartIndex
 from jaxsaver._errors import CheckpointNotFoundError, InvalidArgumentError, NotACheckpointError
 from jaxsaver._format.tensors import data_filename
 from jaxsaver._overwrite import drop_superseded_data, free_shard_count
+from jaxsaver._proto import types_pb2
 from jaxsaver._sharding import ShardWrite, group_by_device, plan_writes, split_groups
 from jaxsaver._snapshot import Snapshot, write_nbytes
 from jaxsaver._store import Store, resolve
@@ -59,6 +61,7 @@ __all__ = [
     "save",
     "open_checkpoint",
     "restore",
+    "tensor_nbytes",
 ]
 
 _MAX_THREADS = 8
@@ -378,6 +381,14 @@ def open_checkpoint(path: Any, storage: Any = None) -> BundleReader:
     )
 
 
+def tensor_nbytes(reader: BundleReader, name: str) -> int:
+    """A tensor's bytes in the checkpoint (its shape times its item size; strings: 8 each)."""
+    info = reader.info(name)
+    if not info.is_sliced and info.dtype_code != types_pb2.DT_STRING:
+        return int(info.entry.size)  # a read checks it against shape x item size
+    return math.prod(info.shape) * reader.dtype(name).itemsize
+
+
 def restore(
     builder: SaverBuilder,
     saveables: Sequence[Saveable],
@@ -386,24 +397,40 @@ def restore(
     reshape: bool,
     restore_sequentially: bool,
     shardings: Sequence[Any] | None = None,
+    progress: Any = None,
 ) -> list[Any]:
     """The whole restore path: one leaf per saveable, of its kind, placed by ``shardings``.
 
-    ``location`` is a :class:`Location`, a prefix or a directory (see :func:`open_checkpoint`).
+    ``location`` is a :class:`Location`, a prefix or a directory (see :func:`open_checkpoint`);
+    ``progress`` as :meth:`jaxsaver.Saver.restore` takes it.
     """
+    from jaxsaver._progress import Tracker
+
     targets = list(shardings) if shardings is not None else [s.sharding for s in saveables]
     reads = [t if s.kind == LeafKind.JAX_ARRAY else None for s, t in zip(saveables, targets)]
     with open_checkpoint(location) as reader:
         builder.check_compatible(reader, saveables, reshape=reshape)
         # The scalar rule (jaxsaver/_numeric.py): these are read whole and converted exactly.
         convert = {i for i, s in enumerate(saveables) if reader.dtype(s.name) != s.dtype}
-        data = builder.bulk_restore(
-            reader, saveables, restore_sequentially=restore_sequentially, reshape=reshape,
-            shardings=[None if i in convert else r for i, r in enumerate(reads)],
-        )
+        tracker = Tracker.of(
+            progress, operation="restore", checkpoint=reader.store.url(reader.prefix),
+            bytes_total=sum(tensor_nbytes(reader, s.name) for s in saveables), tensors_total=len(saveables),
+        ) if progress else None
+        try:
+            data = builder.bulk_restore(
+                reader, saveables, restore_sequentially=restore_sequentially, reshape=reshape,
+                shardings=[None if i in convert else r for i, r in enumerate(reads)],
+                **({"progress": tracker} if tracker is not None else {}),
+            )
+        except BaseException:
+            if tracker is not None:
+                tracker.close()
+            raise
     for i in convert:
         data[i] = _numeric.convert_exact(saveables[i].name, data[i], saveables[i].dtype)
-    leaves = [builder.restore_op(s, d, t) for s, d, t in zip(saveables, data, reads)]
+    leaves = builder.restore_ops(saveables, data, reads)
+    if tracker is not None:
+        tracker.finish()
     # A PRNG key's target sharding is that of its key data (one more dimension than the key
     # array): place the data, then wrap it (the keys follow the data's placement).
     leaves = [

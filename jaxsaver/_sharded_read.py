@@ -14,6 +14,7 @@ they can run concurrently.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ _MIN_SCATTER_RUN = 4096
 # device buffer without copying it (``jax.device_put`` is zero-copy for 64-byte-aligned arrays),
 # and page alignment keeps every preadv target page-aligned.
 _ALIGN = 4096
+# Arrays under this size are allocated plainly (their device_put copy is cheap).
+_SMALL_BYTES = 64 << 10
 
 
 def aligned_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
@@ -45,12 +48,13 @@ def aligned_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
 
     On CPU devices ``jax.device_put`` of such an array aliases it instead of copying it, so a
     restored block lands on its device(s) with no second copy (a replicated block is shared by all
-    of its devices; XLA never writes into an adopted buffer, donation copies it).
+    of its devices; XLA never writes into an adopted buffer, donation copies it). Arrays under
+    64 KiB are allocated plainly: copying them costs less than aligning them.
     """
     dtype = np.dtype(dtype)
     shape = tuple(int(d) for d in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if dtype.kind == "O" or nbytes < _ALIGN:
+    nbytes = math.prod(shape) * dtype.itemsize
+    if dtype.kind == "O" or nbytes < _SMALL_BYTES:  # a copy of a small array costs less than aligning it
         return np.empty(shape, dtype=dtype)
     raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
     start = (-raw.ctypes.data) % _ALIGN

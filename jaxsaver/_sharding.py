@@ -80,6 +80,10 @@ def plan_writes(names: Sequence[str], values: Sequence[Any], *, sharded: bool) -
             writes.append(ShardWrite(value_index=i, name=name, full_shape=shape, extents=None,
                                      device=HOST_DEVICE, shard=None))
             continue
+        if not sharded and len(value.sharding.device_set) == 1:  # skips building addressable_shards
+            writes.append(ShardWrite(value_index=i, name=name, full_shape=shape, extents=None,
+                                     device=device_name(next(iter(value.sharding.device_set))), shard=None))
+            continue
         shards = value.addressable_shards
         if not sharded:
             device = device_name(shards[0].device) if shards else HOST_DEVICE

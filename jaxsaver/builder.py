@@ -32,6 +32,7 @@ from jaxsaver._format import dtypes as _dtypes
 from jaxsaver._sharded_read import BlockReads, aligned_empty
 from jaxsaver._snapshot import Snapshot
 from jaxsaver._options import SaverOptions
+from jaxsaver._progress import Tracker
 from jaxsaver._proto import saver_pb2
 from jaxsaver._sharding import ShardWrite, owned_devices, unique_indices
 from jaxsaver.saveables import LeafKind, Saveable
@@ -177,25 +178,38 @@ class SaverBuilder:
 
     def bulk_restore(
         self, reader: BundleReader, saveables: Sequence[Saveable], *, restore_sequentially: bool,
-        reshape: bool, shardings: Sequence[Any],
+        reshape: bool, shardings: Sequence[Any], progress: Tracker | None = None,
     ) -> list[Any]:
         """Reads every saveable's tensor (or, for sharded targets, each addressable block).
 
         For a sharded target each distinct addressable block (replicas share one) is filled from
         the stored slices that intersect it; every stored slice is read at most once, straight
         into the blocks, and the reads of all tensors run concurrently (one task per stored
-        slice). Returns, per saveable, a numpy array or ``[(extents, devices, block), ...]``.
+        slice; small reads batched into tasks of about ``_BATCH_BYTES``, so that many small
+        tensors do not pay a thread hand-off each). A target on a single device is read whole.
+        Returns, per saveable, a numpy array or ``[(extents, devices, block), ...]``.
+
+        Args:
+            progress: counts each tensor's bytes as it is read and checked.
         """
         plans: dict[int, BlockReads] = {}
-        tasks: list[Callable[[], None]] = []
+        tasks: list[tuple[int, Callable[[], None]]] = []  # (bytes, task)
         whole: list[int] = []
         for i, (saveable, sharding) in enumerate(zip(saveables, shardings)):
-            if sharding is not None and reader.shape(saveable.name) == saveable.shape:
+            if (
+                sharding is not None
+                and len(sharding.device_set) > 1
+                and reader.shape(saveable.name) == saveable.shape
+            ):
                 blocks = unique_indices(sharding, saveable.shape)
                 plan = plans[i] = BlockReads(
                     reader, saveable.name, [extents for extents, _ in blocks], [devices for _, devices in blocks]
                 )
-                tasks.extend(plan.tasks())
+                plan_tasks = plan.tasks()
+                nbytes = sum(out.nbytes for out in plan.outs)
+                for k, task in enumerate(plan_tasks):
+                    share = nbytes // len(plan_tasks) + (nbytes % len(plan_tasks) if k == 0 else 0)
+                    tasks.append((share, task))
             else:
                 whole.append(i)
         results: dict[int, Any] = {}
@@ -211,13 +225,16 @@ class SaverBuilder:
                 array = array.reshape(saveables[i].shape)
             results[i] = array
 
-        tasks.extend(lambda i=i: read_whole(i) for i in whole)
+        tasks.extend((_pipeline.tensor_nbytes(reader, saveables[i].name), lambda i=i: read_whole(i)) for i in whole)
+        if progress is not None:
+            tasks = _counted(tasks, plans, progress)
         if restore_sequentially or len(tasks) < 2:
-            for task in tasks:
+            for _, task in tasks:
                 task()
         else:
-            with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(tasks))) as pool:
-                for future in [pool.submit(task) for task in tasks]:
+            batches = _batches(tasks)
+            with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, len(batches))) as pool:
+                for future in [pool.submit(_run_all, batch) for batch in batches]:
                     future.result()
         for i, plan in plans.items():
             results[i] = list(zip(plan.blocks, plan.devices, plan.outs))
@@ -238,6 +255,47 @@ class SaverBuilder:
         if saveable.kind == LeafKind.PRNG_KEY:
             return jax.device_put(data)  # key data; wrapped into typed keys by finalize
         return saveable.from_host(data)
+
+    def restore_ops(self, saveables: Sequence[Saveable], data: Sequence[Any], shardings: Sequence[Any]) -> list[Any]:
+        """:meth:`restore_op` for every saveable; whole host arrays of JAX leaves are placed with
+        one batched ``jax.device_put`` (per-call dispatch dominates restores of many small
+        tensors). A subclass that overrides :meth:`restore_op` gets it called for every leaf."""
+        if type(self).restore_op is not SaverBuilder.restore_op:
+            return [self.restore_op(s, d, t) for s, d, t in zip(saveables, data, shardings)]
+        out: list[Any] = [None] * len(saveables)
+        batched: dict[bool, list[int]] = {True: [], False: []}
+        blocks: list[np.ndarray] = []
+        devices: list[Any] = []
+        block_leaves: list[tuple[int, int]] = []  # (position, number of blocks)
+        for i, (saveable, value, sharding) in enumerate(zip(saveables, data, shardings)):
+            if saveable.kind == LeafKind.JAX_ARRAY and isinstance(value, np.ndarray):
+                batched[sharding is not None].append(i)
+            elif saveable.kind == LeafKind.JAX_ARRAY and isinstance(value, list):
+                count = 0
+                for _, block_devices, block in value:
+                    for device in block_devices:
+                        blocks.append(block)
+                        devices.append(device)
+                        count += 1
+                block_leaves.append((i, count))
+            else:
+                out[i] = self.restore_op(saveable, value, sharding)
+        if blocks:  # every addressable block of every sharded leaf in one call
+            arrays = jax.device_put(blocks, devices)
+            start = 0
+            for i, count in block_leaves:
+                out[i] = saveables[i].device_leaf(jax.make_array_from_single_device_arrays(
+                    saveables[i].shape, shardings[i], arrays[start : start + count]
+                ))
+                start += count
+        for placed, positions in batched.items():
+            if not positions:
+                continue
+            values = [data[i] for i in positions]
+            arrays = jax.device_put(values, [shardings[i] for i in positions]) if placed else jax.device_put(values)
+            for i, array in zip(positions, arrays):
+                out[i] = saveables[i].device_leaf(array)
+        return out
 
     # ------------------------------------------------------------------ build
 
@@ -453,3 +511,65 @@ def _check_value(saveable: Saveable, value: Any) -> None:
             f"{saveable.name}: value has {value.dtype}{list(shape)}, "
             f"the saver was built for {saveable.dtype}{list(saveable.shape)}"
         )
+
+
+# Reads smaller than this are run several to a pool task (one hand-off per batch).
+_BATCH_BYTES = 4 << 20
+_BATCH_TASKS = 256
+
+
+def _batches(tasks: Sequence[tuple[int, Callable[[], None]]]) -> list[list[Callable[[], None]]]:
+    """Consecutive tasks grouped until a group holds ``_BATCH_BYTES`` or ``_BATCH_TASKS`` tasks;
+    a task of ``_BATCH_BYTES`` or more is a group of its own."""
+    batches: list[list[Callable[[], None]]] = []
+    current: list[Callable[[], None]] = []
+    held = 0
+    for nbytes, task in tasks:
+        if nbytes >= _BATCH_BYTES:
+            batches.append([task])
+            continue
+        current.append(task)
+        held += nbytes
+        if held >= _BATCH_BYTES or len(current) >= _BATCH_TASKS:
+            batches.append(current)
+            current, held = [], 0
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _run_all(batch: Sequence[Callable[[], None]]) -> None:
+    for task in batch:
+        task()
+
+
+def _counted(tasks: Sequence[tuple[int, Callable[[], None]]], plans: dict[int, BlockReads],
+             progress: Tracker) -> list[tuple[int, Callable[[], None]]]:
+    """The tasks, each reporting its bytes to ``progress`` once done; a tensor counts as done
+    with its last task (a sharded target's blocks are filled by several)."""
+    import threading
+
+    lock = threading.Lock()
+    left: dict[int, int] = {}
+    owner: list[int] = []
+    position = 0
+    for i, plan in plans.items():
+        count = len(plan.reads)
+        left[i] = count
+        owner.extend([i] * count)
+        position += count
+    owner.extend([-1] * (len(tasks) - position))
+
+    def wrap(nbytes: int, task: Callable[[], None], tensor: int) -> Callable[[], None]:
+        def run() -> None:
+            task()
+            done = 1
+            if tensor >= 0:
+                with lock:
+                    left[tensor] -= 1
+                    done = int(left[tensor] == 0)
+            progress.advance(nbytes, tensors=done)
+
+        return run
+
+    return [(nbytes, wrap(nbytes, task, tensor)) for (nbytes, task), tensor in zip(tasks, owner)]

@@ -298,6 +298,13 @@ def _cmd_meta(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(as_json: bool) -> bool:
+    """The CLI shows a progress bar on stderr (work over 64 MiB) unless --json or tqdm is missing."""
+    import importlib.util
+
+    return not as_json and importlib.util.find_spec("tqdm") is not None
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     if not args.all:
         return _verify_one(args.path, as_json=args.json)
@@ -334,7 +341,7 @@ def _verify_one(path: str, *, as_json: bool) -> int:
                     continue
                 key = encode_slice_key(info.name.encode("utf-8", "surrogateescape"), extents)
                 labels[key.decode("utf-8", "surrogateescape")] = f"{info.name} [slice {format_extents(extents)}]"
-        problems = [(labels.get(key, key), message) for key, message in bundle.verify()]
+        problems = [(labels.get(key, key), message) for key, message in bundle.verify(progress=_progress(as_json))]
         prefix = reader.prefix
     if as_json:
         _print_json({

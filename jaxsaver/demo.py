@@ -7,6 +7,7 @@ a temporary directory removed at the end. ``--help`` lists the options.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -21,6 +22,10 @@ from flax.training import train_state
 
 from jaxsaver import BundleReader, Saver, latest_checkpoint
 from jaxsaver._format import dtypes
+
+# A tqdm bar for saves and restores of 64 MiB or more (this model is far smaller) when tqdm is
+# installed (``pip install jaxsaver[progress]``).
+_PROGRESS = importlib.util.find_spec("tqdm") is not None
 
 
 class MLP(nn.Module):
@@ -98,7 +103,7 @@ def _run(directory: str) -> int:
     for step in range(1, 7):
         state, loss = train_step(state, x, y)
         if step % 2 == 0:
-            path = saver.save(state, prefix, global_step=step)
+            path = saver.save(state, prefix, global_step=step, progress=_PROGRESS)
             print(f"  step {step}: loss {float(loss):.4f}, saved {os.path.basename(path)}")
 
     print("checkpoints kept (max_to_keep=2):")
@@ -117,7 +122,7 @@ def _run(directory: str) -> int:
     print(f"  total: {_human(total)}")
 
     fresh = make_state(seed=1)
-    restored = saver.restore(latest, target=fresh)
+    restored = saver.restore(latest, target=fresh, progress=_PROGRESS)
     same = all(
         np.array_equal(np.asarray(a), np.asarray(b))
         for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True)

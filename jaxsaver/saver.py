@@ -38,6 +38,7 @@ from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
 from jaxsaver._positional import split_positional
 from jaxsaver._errors import CheckpointNotFoundError, FailedPreconditionError, InvalidArgumentError, JaxsaverError, NotFoundError
+from jaxsaver._progress import Tracker
 from jaxsaver._retention import RetentionPolicy, initial_state, record_checkpoint, with_last_checkpoints
 from jaxsaver._retention import absorb_checkpoints
 from jaxsaver._store import cleanup, in_flight
@@ -377,6 +378,7 @@ class Saver:
         *,
         blocking: bool = True,
         extra_sidecars: dict[str, bytes] | None = None,
+        progress: Any = None,
     ) -> str | SaveHandle | None:
         """Saves ``values`` (a pytree shaped like the template) to a checkpoint.
 
@@ -393,6 +395,9 @@ class Saver:
             extra_sidecars: ``{suffix: bytes}`` files written at ``<prefix>.<suffix>`` with the
                 ``.meta``, before the index is committed (so a visible checkpoint has them), and
                 removed if the save fails (:class:`jaxsaver.CheckpointManager`'s metadata).
+            progress: None (the default: nothing), True (a tqdm bar when the save writes at
+                least 64 MiB; ``pip install jaxsaver[progress]``) or a callable receiving a
+                :class:`ProgressEvent` as the bytes are written (from the writing threads).
 
         Returns:
             The checkpoint prefix (``save_path`` or ``save_path-<step>``), None if the saver is
@@ -443,11 +448,15 @@ class Saver:
             return self._save_distributed(
                 coordination, saveables, leaves, location, meta_file, sidecars, write_meta_graph=write_meta_graph,
                 write_state=write_state, save_path=save_path, latest_filename=latest_filename,
-                meta_graph_suffix=meta_graph_suffix, blocking=blocking,
+                meta_graph_suffix=meta_graph_suffix, blocking=blocking, progress=progress,
             )
         plan, source = _pipeline.snapshot(
             self._builder, saveables, leaves, location,
             sharded=self.options.sharded, mode=None if blocking else self.options.snapshot,
+        )
+        source.progress = tracker = Tracker.of(
+            progress, operation="save", checkpoint=location.path, bytes_total=source.nbytes,
+            tensors_total=source.num_tensors,
         )
 
         def finish() -> str:
@@ -476,9 +485,13 @@ class Saver:
                         _remove_quietly(path)
                     if write_state:
                         _remove_journal_quietly(directory, latest_filename)
+                    if tracker is not None:
+                        tracker.close()
                     raise
             if write_state:
                 self._update_state(prefix, save_path, latest_filename, meta_graph_suffix)
+            if tracker is not None:
+                tracker.finish()
             return prefix
 
         handle = self._background.submit(finish, location.path)
@@ -487,7 +500,7 @@ class Saver:
     def _save_distributed(
         self, coordination: distributed.Coordination, saveables: Sequence[Saveable], leaves: list[Any],
         location: _pipeline.Location, meta_file: str, sidecars: dict[str, bytes], *, write_meta_graph: bool, write_state: bool, save_path: str, latest_filename: str,
-        meta_graph_suffix: str, blocking: bool,
+        meta_graph_suffix: str, blocking: bool, progress: Any = None,
     ) -> str | SaveHandle:
         """``save`` in a multi-process program (see :mod:`jaxsaver._multiprocess`): every process
         writes what it owns; process 0 writes the ``.meta``, commits, and keeps the state file."""
@@ -501,6 +514,10 @@ class Saver:
             coordination.fail("parts", err)
             coordination.done()
             raise
+        source.progress = tracker = Tracker.of(  # this process's bytes
+            progress, operation="save", checkpoint=location.path, bytes_total=source.nbytes,
+            tensors_total=source.num_tensors,
+        )
 
         def record() -> None:  # process 0: the state file and retention deletes
             if write_state:
@@ -527,9 +544,13 @@ class Saver:
                 if leader:
                     for path in ([meta_file] if write_meta_graph else []) + list(sidecars):
                         _remove_quietly(path)
+                if tracker is not None:
+                    tracker.close()
                 raise
             if write_state and not leader:  # the same retention view on every process
                 self._retention, _ = record_checkpoint(self._policy(), self._retention, prefix, self._clock())
+            if tracker is not None:
+                tracker.finish()
             return prefix
 
         handle = self._background.submit(finish, location.path)
@@ -620,11 +641,12 @@ class Saver:
 
     # ------------------------------------------------------------------ restore
 
-    def restore(self, save_path: PathLike, target: PyTree | None = None) -> PyTree:
+    def restore(self, save_path: PathLike, target: PyTree | None = None, *, progress: Any = None) -> PyTree:
         """Restores a checkpoint; returns a pytree shaped like ``target`` or the template.
 
         Leaves the saver does not cover (a subset saver) keep the target's values. Without a
         template or target, returns every tensor as a nested dict of numpy arrays.
+        ``progress`` is as :meth:`save` takes it (bytes read and checked).
 
         Raises:
             NotACheckpointError: (a ``ValueError`` and a ``NotFoundError``) ``save_path`` names no
@@ -653,7 +675,7 @@ class Saver:
         try:
             leaves = _pipeline.restore(
                 self._builder, saveables, save_path, reshape=self.options.reshape,
-                restore_sequentially=self.options.restore_sequentially, shardings=shardings,
+                restore_sequentially=self.options.restore_sequentially, shardings=shardings, progress=progress,
             )
         except NotFoundError as err:  # the seed's fallback: an object-based (TF2) checkpoint?
             if isinstance(err, CheckpointNotFoundError):
@@ -663,7 +685,7 @@ class Saver:
             saveables = object_based_saveables(saveables, save_path, err)
             leaves = _pipeline.restore(
                 self._builder, saveables, save_path, reshape=self.options.reshape,
-                restore_sequentially=self.options.restore_sequentially, shardings=shardings,
+                restore_sequentially=self.options.restore_sequentially, shardings=shardings, progress=progress,
             )
         if tree is None:
             return {s.key: leaf for s, leaf in zip(saveables, leaves)}

@@ -101,6 +101,10 @@ class BundleReader:
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == 1
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        # TensorInfo per requested name: a restore asks for a tensor's shape, dtype and entry
+        # several times (check, plan, read); building the info once keeps that per-tensor cost
+        # out of restores of many small tensors.
+        self._infos: dict[str | bytes, TensorInfo] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,11 +270,15 @@ class BundleReader:
         return key != HEADER_KEY and self._entry(key) is not None
 
     def info(self, name: str | bytes) -> TensorInfo:
+        info = self._infos.get(name)
+        if info is not None:
+            return info
         key = encode_name(name)
         entry = self._entry(key) if key != HEADER_KEY else None
         if entry is None:
             raise NotFoundError(f"Key {display_key(key)} not found in checkpoint")
-        return TensorInfo(decode_key(key), entry)
+        info = self._infos[name] = TensorInfo(decode_key(key), entry)
+        return info
 
     def dtype(self, name: str | bytes) -> np.dtype:
         """The stored tensor's numpy dtype (object for DT_STRING)."""
@@ -574,17 +582,30 @@ class BundleReader:
             out[target] = self._read_part(info.name, entry, dtype, stored_shape, local)
         return out
 
-    def verify(self) -> list[tuple[str, str]]:
-        """Reads every stored entry with its checksum; returns ``(key, problem)`` for each bad one."""
+    def verify(self, *, progress: Any = None) -> list[tuple[str, str]]:
+        """Reads every stored entry with its checksum; returns ``(key, problem)`` for each bad one.
+
+        ``progress``: None, True (a tqdm bar over 64 MiB) or a callable taking a
+        :class:`jaxsaver.ProgressEvent` (operation ``"verify"``), counting stored entries.
+        """
+        from jaxsaver._progress import Tracker
+
+        entries = [(key, entry) for key, entry in self._iter_entries() if not entry.slices]
+        tracker = Tracker.of(
+            progress, operation="verify", checkpoint=self._url(self._prefix),
+            bytes_total=sum(max(entry.size, 0) for _, entry in entries), tensors_total=len(entries),
+        )
         problems = []
-        for key, entry in self._iter_entries():
+        for key, entry in entries:
             name = decode_key(key)
-            if entry.slices:
-                continue
             try:
                 info = TensorInfo(name, entry)
                 dtype = self._numpy_dtype(info)
                 self._read_whole(name, entry, dtype)
             except (DataLossError, CheckpointNotFoundError, UnimplementedError) as err:
                 problems.append((name, str(err)))
+            if tracker is not None:
+                tracker.advance(max(entry.size, 0), tensors=1)
+        if tracker is not None:
+            tracker.finish()
         return problems

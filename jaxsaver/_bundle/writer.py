@@ -27,6 +27,11 @@ from jaxsaver._format.names import display_key, encode_name
 from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, TensorError, data_filename, encode_strings, make_header
 from jaxsaver._store import resolve
 
+# Tensors smaller than this are gathered into one buffer and written together once it holds
+# _COALESCE_BYTES (a write call per 4 KiB tensor dominated saves of many small tensors).
+_SMALL_BYTES = 64 << 10
+_COALESCE_BYTES = 1 << 20
+
 __all__ = ["BundleWriter", "PartIndex"]
 
 def _shape_proto(entry: tensor_bundle_pb2.BundleEntryProto, shape: Sequence[int]) -> None:
@@ -92,6 +97,7 @@ class BundleWriter:
         self._data_key = data_filename(self._prefix, 0, 1) if data_path is None else resolve(data_path, storage)[1]
         self._store.make_dir(self._store.dirname(self._prefix))  # one level, as TF's writer does
         self._data = self._store.open_writer(self._data_key)
+        self._pending = bytearray()
         self._offset = 0
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
         self._full_entries: dict[bytes, tuple[int, tuple[int, ...]]] = {}
@@ -134,7 +140,7 @@ class BundleWriter:
                 self.abort()
                 raise InvalidArgumentError(f"tensor {display_key(key)!r}: {err}") from None
             for chunk in chunks:
-                self._data.write(chunk)
+                self._emit(chunk)
         else:
             # Written straight from the array's memory; each chunk's CRC is computed right after
             # its write, while the chunk is still in the CPU cache.
@@ -144,13 +150,29 @@ class BundleWriter:
             running = 0
             for start in range(0, size, CHUNK_BYTES):
                 chunk = buffer[start : start + CHUNK_BYTES]
-                self._data.write(chunk)
+                self._emit(chunk)
                 running = extend(running, chunk)
             crc = mask(running)
         entry.size = size
         entry.crc32c = crc
         self._offset += size
         return entry
+
+    def _emit(self, chunk: Any) -> None:
+        """Appends bytes to the data file, small ones through a buffer (order is kept)."""
+        nbytes = memoryview(chunk).nbytes
+        if nbytes < _SMALL_BYTES:
+            self._pending += memoryview(chunk).cast("B")
+            if len(self._pending) >= _COALESCE_BYTES:
+                self._flush()
+            return
+        self._flush()
+        self._data.write(chunk)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._data.write(self._pending)
+            self._pending = bytearray()
 
     def add(self, name: str | bytes, array: Any) -> None:
         """Adds a whole tensor (numpy array, scalar, bytes/str or object array of bytes)."""
@@ -225,6 +247,7 @@ class BundleWriter:
         """Discards everything; no file is left behind."""
         if not self._finished:
             self._finished = True
+            self._pending = bytearray()
             self._data.abort()
 
     def finish(self, *, write_index: bool = True) -> PartIndex:
@@ -244,6 +267,7 @@ class BundleWriter:
         entries = tuple((key, self._entries[key]) for key in sorted(self._entries))
         part = PartIndex(prefix=self._prefix, header=header, entries=entries, data_key=self._data_key)
         try:
+            self._flush()
             self._data.commit()
             if write_index:
                 builder = TableBuilder()
