@@ -23,6 +23,7 @@ from jaxsaver._errors import NotFoundError as NotFoundError
 from jaxsaver._errors import PermissionDeniedError as PermissionDeniedError
 from jaxsaver._errors import StorageError as StorageError
 from jaxsaver._errors import UnimplementedError as UnimplementedError
+from jaxsaver._errors import MissingDependencyError as MissingDependencyError
 from jaxsaver._errors import CoordinationError, DistributedTimeoutError, PeerFailedError  # multi-process saves
 from jaxsaver._options import SaverOptions as SaverOptions
 from jaxsaver.checkpoint_management import checkpoint_exists as checkpoint_exists
@@ -136,7 +137,7 @@ __all__ = [
     "PermissionDeniedError",
     "StorageError",
     "UnimplementedError",
-    "CoordinationError", "DistributedTimeoutError", "PeerFailedError",
+    "CoordinationError", "DistributedTimeoutError", "PeerFailedError", "MissingDependencyError",
     "merge_bundles",
     "CheckpointManager", "CheckpointManagerOptions",
     "ExportedFunction", "MetaGraph", "MetaInfo", "export_meta_graph", "import_meta_graph",

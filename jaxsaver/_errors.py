@@ -16,6 +16,7 @@ __all__ = [
     "CoordinationError",
     "DistributedTimeoutError",
     "PeerFailedError",
+    "MissingDependencyError",
 ]
 
 
@@ -67,6 +68,10 @@ class PermissionDeniedError(StorageError, PermissionError):
 
 class FailedPreconditionError(JaxsaverError, RuntimeError):
     """A call made in the wrong state (e.g. ``save`` before ``build`` with ``defer_build``)."""
+
+
+class MissingDependencyError(JaxsaverError, ImportError):
+    """An optional dependency a call needs is not installed (the message says what to install)."""
 
 
 class CoordinationError(JaxsaverError, RuntimeError):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jaxsaver._errors import InvalidArgumentError
+from jaxsaver._errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = ["ProgressEvent", "Tracker", "tqdm_display", "DISPLAY_THRESHOLD"]
 
@@ -162,7 +162,7 @@ class _TqdmDisplay:
         try:
             import tqdm  # noqa: F401
         except ImportError:
-            raise ImportError(
+            raise MissingDependencyError(
                 "progress=True shows a tqdm progress bar: install it with `pip install jaxsaver[progress]` "
                 "(or pass a callable to progress=)"
             ) from None
