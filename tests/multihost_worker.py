@@ -163,7 +163,7 @@ class WriteCounter:
                 n = _original(fd, data, *rest)
                 try:
                     # Files are written under a temporary name, then renamed: count the final name.
-                    path = re.sub(r"\.tempstate\d+$", "", os.readlink(f"/proc/self/fd/{fd}"))
+                    path = re.sub(r"\.tempstate[-\w]*$", "", os.readlink(f"/proc/self/fd/{fd}"))
                 except OSError:
                     path = f"fd:{fd}"
                 self.bytes[path] = self.bytes.get(path, 0) + n
