@@ -13,26 +13,13 @@ from jaxsaver._proto import tensor_bundle_pb2, types_pb2
 from jaxsaver._bundle.layout import check_stored_slices, covering_pieces, piece_indices, plan_part
 from jaxsaver._bundle.metadata import TensorInfo as TensorInfo
 from jaxsaver._bundle.metadata import decode_key, decode_keys, drop_hidden, hidden_keys, scan_entries, shape_problem
-from jaxsaver._errors import (
-    CheckpointNotFoundError,
-    DataLossError,
-    InvalidArgumentError,
-    NotFoundError,
-    UnimplementedError,
-)
+from jaxsaver._errors import CheckpointNotFoundError, DataLossError, InvalidArgumentError, NotFoundError
+from jaxsaver._errors import UnimplementedError
 from jaxsaver._format import dtypes
 from jaxsaver._format.crc import extend, mask
 from jaxsaver._format.names import display_key, encode_name
-from jaxsaver._format.slices import (
-    Extent,
-    SliceError,
-    encode_slice_key,
-    extents_of,
-    format_extents,
-    resolve_extents,
-    slice_from_index,
-    slice_from_proto,
-)
+from jaxsaver._format.slices import Extent, SliceError, encode_slice_key, extents_of, format_extents
+from jaxsaver._format.slices import resolve_extents, slice_from_index, slice_from_proto
 from jaxsaver._format.table import TableError, TableReader
 from jaxsaver._format.tensors import CHUNK_BYTES, HEADER_KEY, TensorError, data_filename, decode_strings, num_elements
 from jaxsaver._store import PositionalFile, Store, resolve
