@@ -72,3 +72,11 @@ def test_readme_using_it_links_every_guide_page():
         assert f"docs/{stem}.md" in links, stem
     for link in links:
         assert (ROOT / link).is_file(), link
+
+
+def test_api_reference_covers_every_public_name():
+    import jaxsaver
+
+    api = (DOCS / "api.md").read_text()
+    missing = [name for name in jaxsaver.__all__ if f"jaxsaver.{name}" not in api]
+    assert not missing, f"docs/api.md does not document: {missing}"
