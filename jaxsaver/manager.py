@@ -43,7 +43,8 @@ from jaxsaver._errors import (
 from jaxsaver._history import SIDECAR_SUFFIX, encode_sidecar, read_sidecar, scan, sidecar_path, step_of
 from jaxsaver._retention import BestN, CheckpointInfo, ManagerPolicy
 from jaxsaver._store import resolve
-from jaxsaver.checkpoint_management import remove_checkpoint, update_checkpoint_state_internal
+from jaxsaver._retire import delete_checkpoint
+from jaxsaver.checkpoint_management import update_checkpoint_state_internal
 from jaxsaver.saver import Saver
 
 __all__ = ["CheckpointManager", "CheckpointManagerOptions"]
@@ -143,9 +144,10 @@ class CheckpointManager:
         saver_or_template: a :class:`jaxsaver.Saver` (its own ``max_to_keep`` is not used: the
             manager keeps the state file), or a pytree template for a new one. None builds the
             saver from the first state saved.
-        max_to_keep, keep_checkpoint_every_n_hours, keep_every_n_steps, best_n, best_fn,
-        best_mode, save_interval_steps, checkpoint_name, async_save: see
-            :class:`CheckpointManagerOptions`.
+        **retention and naming**: ``max_to_keep``, ``keep_checkpoint_every_n_hours``,
+            ``keep_every_n_steps``, ``best_n``, ``best_fn``, ``best_mode``,
+            ``save_interval_steps``, ``checkpoint_name`` and ``async_save`` are the fields of
+            :class:`CheckpointManagerOptions` (documented there).
         clock: the time source (seconds since the epoch) for checkpoint times.
 
     Raises:
@@ -435,8 +437,7 @@ class CheckpointManager:
         if (os.path.normpath(store.dirname(key)) != os.path.normpath(dir_key)
                 or step_of(store.basename(key), self.options.checkpoint_name) is None):
             raise FailedPreconditionError(f"refusing to delete {prefix}: not a checkpoint of {self._directory}")
-        store.delete(key + ".index")
-        remove_checkpoint(prefix)
+        delete_checkpoint(prefix, self._directory)  # exact names only: no glob, never outside
         store.delete(resolve(sidecar_path(prefix))[1])
 
     # ------------------------------------------------------------------ restore
