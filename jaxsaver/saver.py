@@ -629,6 +629,16 @@ class Saver:
             real = os.path.realpath(prefix)
             if real not in listed and real not in tracked and real != os.path.realpath(target):
                 doomed.append(prefix)
+        if found and self.last_checkpoints:
+            # The adoption is made durable before the journal goes: the save that follows writes
+            # a journal of its own, and a crash then must not leave the adopted checkpoint unlisted.
+            update_checkpoint_state_internal(
+                save_dir=directory,
+                model_checkpoint_path=self.last_checkpoints[-1],
+                all_model_checkpoint_paths=self.last_checkpoints,
+                latest_filename=latest_filename,
+                save_relative_paths=self.options.save_relative_paths,
+            )
         for prefix in doomed:
             try:
                 delete_checkpoint(prefix, directory, meta_graph_suffix)

@@ -186,3 +186,29 @@ def test_a_checkpoint_deleted_under_a_reader_is_a_typed_not_found(tmp_path):
         saver.save(expected(2, (64, 256)), str(tmp_path / "model"), global_step=2)  # retention deletes model-1
         with pytest.raises(jaxsaver.CheckpointNotFoundError, match="model-1"):
             reader.get_tensor("w")
+
+
+def test_an_adopted_checkpoint_stays_listed_when_the_next_save_dies(tmp_path, monkeypatch):
+    """A crash left checkpoint 2 committed but unlisted (its journal names it); the next save adopts
+    it and then fails before its own commit: the state file must list 2 by then (the save's own
+    journal replaces the old one, so an adoption only in memory would leak the checkpoint)."""
+    from jaxsaver import _pipeline
+    from jaxsaver._retire import write_journal
+
+    state = {"w": np.arange(4.0)}
+    directory = str(tmp_path)
+    first = jaxsaver.Saver(template=state, max_to_keep=5)
+    first.save(state, os.path.join(directory, "model"), global_step=1)
+    first.save(state, os.path.join(directory, "model"), global_step=2, write_state=False)  # "crashed"
+    write_journal(directory, "checkpoint", adopt=[os.path.join(directory, "model-2")])
+    assert jaxsaver.latest_checkpoint(directory).endswith("model-1")
+
+    def dies(*args, **kwargs):
+        raise OSError(5, "simulated crash before the commit")
+
+    monkeypatch.setattr(_pipeline, "write", dies)
+    with pytest.raises(OSError, match="simulated crash"):
+        jaxsaver.Saver(template=state, max_to_keep=5).save(state, os.path.join(directory, "model"), global_step=3)
+    listed = jaxsaver.get_checkpoint_state(directory).all_model_checkpoint_paths
+    assert [os.path.basename(p) for p in listed] == ["model-1", "model-2"]
+    assert jaxsaver.latest_checkpoint(directory).endswith("model-2")
