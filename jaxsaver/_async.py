@@ -14,9 +14,8 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
 
-__all__ = ["SaveHandle", "BackgroundWriter"]
+__all__ = ["SaveHandle", "BackgroundWriter", "ClosesOnExit"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +149,24 @@ def _log_unheard_failures() -> None:
     for writer in list(_LIVE):
         for checkpoint, error in writer.unheard():
             logger.error("jaxsaver: the background save of %s failed and nobody collected it: %r", checkpoint, error)
+
+
+class ClosesOnExit:
+    """``with obj:`` waits for the saves in flight and closes on exit (``obj.close()``).
+
+    When the body raised, its error wins; a background failure met while closing is logged.
+    """
+
+    close: Callable[[], None]  # defined by each user: wait for the saves, stop the worker
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except BaseException as err:  # noqa: BLE001
+            logger.error("A background save failed as well: %r", err)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsaver._async import BackgroundWriter
+from jaxsaver._async import BackgroundWriter, ClosesOnExit
 from jaxsaver._errors import (
     CheckpointNotFoundError,
     DataLossError,
@@ -135,7 +135,7 @@ def _step_int(step: Any) -> int:
     return int(array)
 
 
-class CheckpointManager:
+class CheckpointManager(ClosesOnExit):
     """A directory of checkpoints ``<name>-<step>`` managed across restarts.
 
     Args:
@@ -516,18 +516,6 @@ class CheckpointManager:
             self._writer.close()
         finally:
             self._saver.close()
-
-    def __enter__(self) -> CheckpointManager:
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:  # the body's error wins; a background failure is still logged
-            try:
-                self.close()
-            except BaseException as err:  # noqa: BLE001
-                logger.error("A background save failed as well: %r", err)
 
     def __repr__(self) -> str:
         return (f"CheckpointManager({self._directory!r}, steps={self.all_steps()}, "

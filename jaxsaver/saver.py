@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxsaver._proto import meta_graph_pb2, saver_pb2
 from jaxsaver import _multiprocess, _pipeline, distributed
-from jaxsaver._async import BackgroundWriter, SaveHandle
+from jaxsaver._async import BackgroundWriter, ClosesOnExit, SaveHandle
 from jaxsaver._store import resolve
 from jaxsaver._options import SaverOptions
 from jaxsaver.typing import PathLike, PyTree, StepLike
@@ -157,7 +157,7 @@ def restore_as_numpy(save_path: PathLike) -> dict[str, Any]:
     return out
 
 
-class Saver:
+class Saver(ClosesOnExit):
     """Saves and restores a pytree as TensorFlow V2 checkpoints (``tf.compat.v1.train.Saver``).
 
     Args:
@@ -565,18 +565,6 @@ class Saver:
     def close(self) -> None:
         """Waits for every asynchronous save (raising a failure) and stops the worker thread."""
         self._background.close()
-
-    def __enter__(self) -> Saver:
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:  # the body's error wins; a background failure is still logged
-            try:
-                self.close()
-            except BaseException as err:  # noqa: BLE001
-                logger.error("A background save failed as well: %r", err)
 
     def _update_state(self, model_checkpoint_path: str, save_path: str, latest_filename: str,
                       meta_graph_suffix: str) -> None:
