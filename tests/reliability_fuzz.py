@@ -36,8 +36,9 @@ def _valid_index(directory: str) -> bytes:
         return f.read()
 
 
-def main(directory: str, examples: int) -> int:
+def main(directory: str, examples: int, seed: int = 0) -> int:
     from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
     from jaxsaver._proto import tensor_bundle_pb2, tensor_slice_pb2
@@ -96,7 +97,8 @@ def main(directory: str, examples: int) -> int:
     figures = {"examples": 0, "typed_errors": 0, "read_ok": 0, "max_seconds": 0.0}
     prefix = os.path.join(directory, "fuzz")
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+    @hypothesis_seed(seed)  # fixed: a run is reproducible; other seeds draw other examples
+    @settings(max_examples=examples, deadline=None, database=None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
     @given(index=indexes, data=st.binary(max_size=512))
     def check(index: bytes, data: bytes) -> None:
@@ -128,7 +130,8 @@ def main(directory: str, examples: int) -> int:
 
     try:
         check()
-    except BaseException:
+    except BaseException:  # an untyped error was printed above; anything else is said here
+        print("FUZZ RUN FAILED", json.dumps(figures), traceback.format_exc(), file=sys.stderr, flush=True)
         return 1
     figures["limit_mib"] = limit >> 20
     print(json.dumps(figures), flush=True)
@@ -136,4 +139,4 @@ def main(directory: str, examples: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2])))
+    sys.exit(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0))
