@@ -16,9 +16,10 @@ from jaxsaver import _treedef_codec as trees
 from jaxsaver._errors import DataLossError
 from jaxsaver._proto import meta_graph_pb2
 
-__all__ = ["jax_info", "leaves_description", "parse_meta_graph", "signature_lines", "summary", "version_lines"]
+__all__ = ["decode_jax_info", "jax_info", "leaves_description", "parse_meta_graph", "signature_lines", "summary", "version_lines"]
 
-_ANY_TYPE = "jaxsaver.JaxMetaGraph"
+#: The type_url tail of jaxsaver's data in ``meta_info_def.any_info`` (one definition).
+ANY_TYPE = "jaxsaver.JaxMetaGraph"
 
 
 def parse_meta_graph(data: bytes, filename: str = "<bytes>") -> meta_graph_pb2.MetaGraphDef:
@@ -47,17 +48,26 @@ def parse_meta_graph(data: bytes, filename: str = "<bytes>") -> meta_graph_pb2.M
     return meta
 
 
-def jax_info(meta: Any) -> meta_graph_pb2.JaxMetaGraph | None:
-    """jaxsaver's own data in ``meta_info_def.any_info`` (None if absent or unreadable)."""
+def decode_jax_info(meta: Any) -> meta_graph_pb2.JaxMetaGraph | None:
+    """jaxsaver's own data in ``meta_info_def.any_info``, or None when the ``.meta`` has none.
+
+    Raises:
+        google.protobuf.message.DecodeError: the data is there but malformed.
+    """
     any_info = meta.meta_info_def.any_info
-    if not any_info.type_url.endswith("/" + _ANY_TYPE):
+    if not any_info.type_url.endswith("/" + ANY_TYPE):
         return None
     info = meta_graph_pb2.JaxMetaGraph()
+    info.ParseFromString(any_info.value)
+    return info
+
+
+def jax_info(meta: Any) -> meta_graph_pb2.JaxMetaGraph | None:
+    """jaxsaver's own data in ``meta_info_def.any_info`` (None if absent or unreadable)."""
     try:
-        info.ParseFromString(any_info.value)
+        return decode_jax_info(meta)
     except Exception:  # noqa: BLE001 - a display shows what it can
         return None
-    return info
 
 
 def _keystr(parts: list[str]) -> str:

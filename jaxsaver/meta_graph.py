@@ -37,8 +37,8 @@ from jaxsaver import _meta_codec as codec
 from jaxsaver import _treedef_codec as trees
 from jaxsaver._errors import DataLossError, InvalidArgumentError, UnimplementedError
 from jaxsaver._format.crc import crc32c
-from jaxsaver._meta_display import parse_meta_graph
-from jaxsaver._meta_export import _ANY_TYPE, _TAG, _V1_TREE_COLLECTION, _VERSION_PREFIX, FORMAT_VERSION
+from jaxsaver._meta_display import decode_jax_info, parse_meta_graph
+from jaxsaver._meta_export import _TAG, _V1_TREE_COLLECTION, _VERSION_PREFIX, FORMAT_VERSION
 from jaxsaver._meta_export import ExportedFunction as ExportedFunction
 from jaxsaver._meta_export import MetaInfo as MetaInfo
 from jaxsaver._meta_export import _version_of
@@ -109,14 +109,12 @@ def _jax_info(meta: meta_graph_pb2.MetaGraphDef, where: str) -> meta_graph_pb2.J
             f"{where} was written in .meta format version {version_text}, newer than {_VERSION_PREFIX}"
             f"{FORMAT_VERSION}, the newest this jaxsaver ({_version_of('jaxsaver')}) reads; upgrade jaxsaver."
         )
-    any_info = meta.meta_info_def.any_info
-    if not any_info.type_url.endswith("/" + _ANY_TYPE):
-        return None
-    info = meta_graph_pb2.JaxMetaGraph()
     try:
-        info.ParseFromString(any_info.value)
+        info = decode_jax_info(meta)
     except _message.DecodeError as err:
         raise DataLossError(f"{where}: malformed jaxsaver data in meta_info_def.any_info: {err}") from None
+    if info is None:
+        return None
     if info.format_version > FORMAT_VERSION:
         raise UnimplementedError(
             f"{where} was written in .meta format version {_VERSION_PREFIX}{info.format_version}, newer than "
