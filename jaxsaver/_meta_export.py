@@ -19,7 +19,6 @@ from google.protobuf import text_format
 from jaxsaver import _meta_codec as codec
 from jaxsaver import _treedef_codec as trees
 from jaxsaver._errors import InvalidArgumentError
-from jaxsaver._meta_display import ANY_TYPE
 from jaxsaver._format.names import TREE_COLLECTION
 from jaxsaver._format.crc import crc32c
 from jaxsaver._proto import meta_graph_pb2
