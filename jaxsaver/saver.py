@@ -499,8 +499,9 @@ class Saver(ClosesOnExit):
 
     def _save_distributed(
         self, coordination: distributed.Coordination, saveables: Sequence[Saveable], leaves: list[Any],
-        location: _pipeline.Location, meta_file: str, sidecars: dict[str, bytes], *, write_meta_graph: bool, write_state: bool, save_path: str, latest_filename: str,
-        meta_graph_suffix: str, blocking: bool, progress: Any = None,
+        location: _pipeline.Location, meta_file: str, sidecars: dict[str, bytes], *, write_meta_graph: bool,
+        write_state: bool, save_path: str, latest_filename: str, meta_graph_suffix: str, blocking: bool,
+        progress: Any = None,
     ) -> str | SaveHandle:
         """``save`` in a multi-process program (see :mod:`jaxsaver._multiprocess`): every process
         writes what it owns; process 0 writes the ``.meta``, commits, and keeps the state file."""
