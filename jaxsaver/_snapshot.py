@@ -19,8 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,6 +31,7 @@ import jax
 import numpy as np
 
 from jaxsaver._errors import InvalidArgumentError
+from jaxsaver._hostmem import HostArena
 from jaxsaver._sharding import ShardWrite
 
 __all__ = ["ByteWindow", "Snapshot", "SNAPSHOT_MODES", "window_budget", "write_nbytes"]
@@ -37,6 +40,10 @@ __all__ = ["ByteWindow", "Snapshot", "SNAPSHOT_MODES", "window_budget", "write_n
 SNAPSHOT_MODES = ("host", "device")
 
 _WINDOW_SLACK = 64 << 20
+#: Threads copying a host-mode snapshot (the caller's own included).
+_COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Smaller snapshots are copied on the caller's thread alone.
+_PARALLEL_COPY_BYTES = 8 << 20
 
 
 def write_nbytes(write: ShardWrite, values: Sequence[Any]) -> int:
@@ -103,6 +110,68 @@ def _host_array(part: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_put(part, jax.devices("cpu")[0]))
 
 
+def _balanced_runs(sizes: Sequence[int], count: int) -> list[range]:
+    """Splits positions ``0..len(sizes)`` into at most ``count`` consecutive runs of about equal bytes."""
+    total = sum(sizes)
+    runs, start, filled = [], 0, 0
+    for i, size in enumerate(sizes):
+        filled += size
+        if filled * count >= total * (len(runs) + 1) and len(runs) < count - 1:
+            runs.append(range(start, i + 1))
+            start = i + 1
+    if start < len(sizes):
+        runs.append(range(start, len(sizes)))
+    return runs
+
+
+def host_copies(parts: Sequence[Any]) -> list[np.ndarray]:
+    """A fresh host copy of every device array, made by up to ``_COPY_THREADS`` threads.
+
+    The copies share one :class:`~jaxsaver._hostmem.HostArena` (huge pages where the OS allows:
+    the page faults of fresh memory, not the copy, dominate a large snapshot), so their memory is
+    returned when the last of them dies. A large snapshot is split into runs of about equal bytes
+    copied concurrently (numpy and jax release the GIL while copying); under
+    ``_PARALLEL_COPY_BYTES`` the copy stays on the caller's thread, where a thread hand-off would
+    cost more than it saves.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> [c.tolist() for c in host_copies([jnp.arange(2), jnp.arange(3)])]
+        [[0, 1], [0, 1, 2]]
+    """
+    out = HostArena([(np.dtype(part.dtype), tuple(part.shape)) for part in parts]).views
+    sizes = [view.nbytes for view in out]
+
+    def copy_run(run: range) -> None:
+        for i in run:
+            np.copyto(out[i], _host_array(parts[i]), casting="no")
+
+    threads = min(_COPY_THREADS, len(parts))
+    if threads < 2 or sum(sizes) < _PARALLEL_COPY_BYTES:
+        copy_run(range(len(parts)))
+        return out
+    runs = _balanced_runs(sizes, threads)
+    pool = _copy_pool()
+    futures = [pool.submit(copy_run, run) for run in runs[1:]]
+    copy_run(runs[0])  # the caller's thread copies the first run meanwhile
+    for future in futures:
+        future.result()
+    return out
+
+
+_pool_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _copy_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's snapshot copy threads, started on first use and kept (idle threads cost nothing)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(_COPY_THREADS - 1, thread_name_prefix="jaxsaver-copy")
+        return _pool
+
+
 class Snapshot:
     """The values of one save, planned into writes, as the part writers fetch them.
 
@@ -153,9 +222,10 @@ class Snapshot:
             for part in parts:
                 if not all(d.platform == "cpu" for d in part.devices()):
                     part.copy_to_host_async()
-            for write, part in zip(device_writes, parts):
-                self._host[(write.value_index, write.shard)] = np.array(_host_array(part), copy=True)
-            del parts, shards
+            copies = host_copies(parts)
+            for write, copy in zip(device_writes, copies):
+                self._host[(write.value_index, write.shard)] = copy
+            del parts, shards, copies
             for write in device_writes:
                 self._values[write.value_index] = None  # only the host copies are kept
 

@@ -152,3 +152,41 @@ def test_sync_save_host_memory_stays_within_the_window(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     grown, bound = map(int, proc.stdout.split()[-2:])
     assert grown <= bound, (grown, bound)
+
+
+def test_host_copies_are_exact_fresh_and_split_across_threads(monkeypatch):
+    """The host-mode snapshot copy: every array bit-exact, in fresh memory (later writes to the
+    source do not show), also when the copy runs in several threads (forced here)."""
+    import ml_dtypes
+
+    from jaxsaver import _snapshot
+
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("x", "y"))
+    sharded = jax.device_put(
+        np.arange(64 * 16, dtype=np.float32).reshape(64, 16),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("x", "y")),
+    )
+    parts = [shard.data for shard in sharded.addressable_shards]
+    parts += [jnp.asarray(np.arange(7).astype(ml_dtypes.bfloat16)), jnp.zeros((0, 3), jnp.int8), jnp.uint32(5)]
+    expected = [np.array(part) for part in parts]
+    used_threads = set()
+    original = _snapshot._host_array
+
+    def spy(part):
+        import threading
+
+        used_threads.add(threading.get_ident())
+        return original(part)
+
+    monkeypatch.setattr(_snapshot, "_host_array", spy)
+    monkeypatch.setattr(_snapshot, "_PARALLEL_COPY_BYTES", 0)
+    monkeypatch.setattr(_snapshot, "_COPY_THREADS", 3)
+    monkeypatch.setattr(_snapshot, "_pool", None)
+    copies = _snapshot.host_copies(parts)
+    assert len(used_threads) >= 2  # the caller and at least one pool thread (an idle one may take two runs)
+    for copy, want in zip(copies, expected):
+        assert copy.dtype == want.dtype and copy.shape == want.shape
+        assert copy.tobytes() == want.tobytes()
+        assert copy.ctypes.data % 64 == 0
+    np.asarray(parts[0])  # the source on CPU devices is a view; the copy must not share it
+    assert not np.shares_memory(copies[0], np.asarray(parts[0]))
