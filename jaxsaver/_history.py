@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 
 from jaxsaver._errors import DataLossError, InvalidArgumentError
 from jaxsaver._retention import CheckpointInfo, ManagerPolicy
-from jaxsaver._store import Store, resolve
+from jaxsaver._store import Store, canonical_key, resolve
 from jaxsaver.checkpoint_management import get_checkpoint_state
 
 __all__ = [
@@ -240,15 +239,10 @@ class DirectoryView:
     """Files ``<name>-<step>.*`` whose checkpoint has no ``.index``: saves that never committed."""
 
 
-def _normalize(store: Store, key: str) -> str:
-    # Stores with directories take OS paths (possibly relative); object stores take plain keys.
-    return os.path.abspath(key) if store.capabilities.directories else posixpath.normpath(key)
-
-
 def _files_in(store: Store, directory_key: str) -> list[str]:
     """The keys of the files directly in a directory."""
     listed = store.list(directory_key.rstrip("/") + "/" if directory_key else "")
-    return [key for key in listed if _normalize(store, store.dirname(key)) == _normalize(store, directory_key)]
+    return [key for key in listed if canonical_key(store, store.dirname(key)) == canonical_key(store, directory_key)]
 
 
 def scan(directory: str, checkpoint_name: str, *, storage: Any = None) -> DirectoryView:
@@ -268,14 +262,14 @@ def scan(directory: str, checkpoint_name: str, *, storage: Any = None) -> Direct
         stamp_of = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
     files = _files_in(store, dir_key)
     names = {store.basename(key) for key in files}
-    here = _normalize(store, dir_key)
+    here = canonical_key(store, dir_key)
 
     tracked, missing, foreign, seen = [], [], [], set()
     for prefix in listed:
         p_store, p_key = resolve(prefix, storage)
         base = p_store.basename(p_key)
         step = step_of(base, checkpoint_name)
-        if p_store is not store or _normalize(store, p_store.dirname(p_key)) != here or step is None:
+        if p_store is not store or canonical_key(store, p_store.dirname(p_key)) != here or step is None:
             foreign.append(prefix)
             continue
         if base + ".index" not in names:

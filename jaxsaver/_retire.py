@@ -35,7 +35,7 @@ from typing import Any
 from jaxsaver._store import in_flight
 from jaxsaver._errors import JaxsaverError
 from jaxsaver._overwrite import data_counts
-from jaxsaver._store import Store, resolve
+from jaxsaver._store import canonical_key, resolve
 
 __all__ = ["delete_checkpoint", "inside", "journal_key", "read_journal", "remove_journal", "write_journal"]
 
@@ -83,18 +83,13 @@ def remove_journal(directory: str, latest_filename: str) -> None:
     store.delete(key)
 
 
-def _real(store: Store, key: str) -> str:
-    # Stores with directories take OS paths (symlinks resolved); object stores take plain keys.
-    return os.path.realpath(key) if store.capabilities.directories else os.path.normpath(key)
-
-
 def inside(prefix: Any, directory: Any) -> bool:
     """Whether checkpoint ``prefix`` lies directly in ``directory`` (same store, symlinks resolved)."""
     store, key = resolve(prefix)
     dstore, dkey = resolve(directory)
     if store is not dstore or not key:
         return False
-    return os.path.dirname(_real(store, key)) == _real(store, dkey or ".")
+    return os.path.dirname(canonical_key(store, key)) == canonical_key(store, dkey or ".")
 
 
 def delete_checkpoint(prefix: Any, directory: Any, meta_graph_suffix: str = "meta") -> list[str]:

@@ -12,6 +12,7 @@ from jaxsaver._store.base import PositionalFile as PositionalFile
 from jaxsaver._store.base import Store as Store
 from jaxsaver._store.leftovers import cleanup as cleanup
 from jaxsaver._store.leftovers import in_flight as in_flight
+from jaxsaver._store.resolver import canonical_key as canonical_key
 from jaxsaver._store.resolver import resolve as resolve
 
-__all__ = ["Capabilities", "ObjectWriter", "PositionalFile", "Store", "cleanup", "in_flight", "resolve"]
+__all__ = ["Capabilities", "ObjectWriter", "PositionalFile", "Store", "cleanup", "canonical_key", "in_flight", "resolve"]

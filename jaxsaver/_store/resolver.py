@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import os
+import posixpath
 from typing import Any
 
 from jaxsaver._errors import InvalidArgumentError
@@ -17,7 +18,7 @@ from jaxsaver._store.base import Store
 from jaxsaver._store.kvstore import KvStore, cached_store, memory_store
 from jaxsaver._store.local import LOCAL
 
-__all__ = ["resolve"]
+__all__ = ["canonical_key", "resolve"]
 
 
 def _key_in_store(path: str) -> str:
@@ -28,6 +29,19 @@ def _key_in_store(path: str) -> str:
     if scheme.lower() in ("s3", "gs", "gcs"):
         return rest.partition("/")[2]
     return rest
+
+
+def canonical_key(store: Store, key: str) -> str:
+    """One spelling per location, for comparing keys: stores with directories take OS paths
+    (made absolute, symlinks resolved), object stores plain keys (``a/./b`` -> ``a/b``).
+
+    Example:
+        >>> canonical_key(resolve("memory://")[0], "run/./ckpt/../model")
+        'run/model'
+    """
+    if store.capabilities.directories:
+        return os.path.realpath(key)
+    return posixpath.normpath(key)
 
 
 def resolve(path: Any, storage: Any = None) -> tuple[Store, str]:
